@@ -1,0 +1,145 @@
+"""The device SPEC of ``ublk-gadget serve --device SPEC``: ``TARGET[,key=value...]``.
+
+Everything a user can get wrong on the command line is caught here, before the daemon touches
+``/dev/ublk-control``, so a bad SPEC never leaves a half-made device behind.  What can only be
+checked against the host (does the file exist, is it big enough) is checked by the target when
+it opens, still before any device is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from ublk_bindings import UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH
+
+TARGETS = ("null", "mem", "file")
+
+DEFAULT_QUEUES = 1
+DEFAULT_DEPTH = 64
+DEFAULT_BLOCK_SIZE = 512
+BLOCK_SIZES = (512, 4096)
+
+_KEYS = {
+    "null": ("size", "queues", "depth", "block_size", "read_only"),
+    "mem": ("size", "queues", "depth", "block_size", "read_only"),
+    "file": ("path", "size", "queues", "depth", "block_size", "read_only"),
+}
+
+_SUFFIX = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+_SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE)
+
+
+class SpecError(ValueError):
+    """A SPEC the user must fix; the message names the SPEC and the problem."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One ``--device``: what to serve and the queue geometry to serve it with."""
+
+    target: str
+    size: int | None = None  # bytes; None for a file means "the file's size"
+    path: str | None = None
+    queues: int = DEFAULT_QUEUES
+    depth: int = DEFAULT_DEPTH
+    block_size: int = DEFAULT_BLOCK_SIZE
+    read_only: bool = False
+
+    def with_size(self, size: int) -> DeviceSpec:
+        """This SPEC with its size resolved (file targets learn it when they open)."""
+        return dataclasses.replace(self, size=size)
+
+    def __str__(self) -> str:
+        """The canonical SPEC text: parses back to an equal DeviceSpec."""
+        parts = [self.target]
+        if self.path is not None:
+            parts.append(f"path={self.path}")
+        if self.size is not None:
+            parts.append(f"size={self.size}")
+        parts += [f"queues={self.queues}", f"depth={self.depth}", f"block_size={self.block_size}"]
+        if self.read_only:
+            parts.append("read_only=1")
+        return ",".join(parts)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``N`` or ``N{K,M,G,T}`` (binary multiples, case-insensitive)."""
+    m = _SIZE_RE.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a size (a whole number with an optional K, M, G or T)")
+    return int(m.group(1)) << _SUFFIX[m.group(2).upper()]
+
+
+def _int_in(key: str, text: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError(f"{key}={text!r} is not a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{key}={value} is out of range {low}..{high}")
+    return value
+
+
+def parse_spec(text: str) -> DeviceSpec:
+    """Parse and validate one SPEC; raise SpecError naming the SPEC and what is wrong."""
+    try:
+        return _parse(text)
+    except ValueError as e:
+        raise SpecError(f"--device {text!r}: {e}") from None
+
+
+def _parse(text: str) -> DeviceSpec:
+    target, *items = text.split(",")
+    target = target.strip()
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")
+    values: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"{item!r} is not key=value")
+        if key not in _KEYS[target]:
+            raise ValueError(
+                f"unknown key {key!r} for target {target} (known: {', '.join(_KEYS[target])})"
+            )
+        if key in values:
+            raise ValueError(f"key {key!r} given twice")
+        values[key] = value.strip()
+
+    block_size = DEFAULT_BLOCK_SIZE
+    if "block_size" in values:
+        block_size = parse_size(values["block_size"])
+        if block_size not in BLOCK_SIZES:
+            raise ValueError(f"block_size={block_size} is not one of {BLOCK_SIZES}")
+
+    size: int | None = None
+    if "size" in values:
+        size = parse_size(values["size"])
+        if size == 0:
+            raise ValueError("size=0: a device needs at least one block")
+        if size % block_size:
+            raise ValueError(f"size={size} is not a multiple of the block size {block_size}")
+    elif target != "file":
+        raise ValueError(f"target {target} needs size=")
+
+    path = values.get("path")
+    if target == "file" and not path:
+        raise ValueError("target file needs path=")
+
+    read_only = False
+    if "read_only" in values:
+        if values["read_only"] not in ("0", "1"):
+            raise ValueError(f"read_only={values['read_only']!r} is not 0 or 1")
+        read_only = values["read_only"] == "1"
+
+    return DeviceSpec(
+        target=target,
+        size=size,
+        path=path,
+        queues=_int_in("queues", values.get("queues", str(DEFAULT_QUEUES)), 1, UBLK_MAX_NR_QUEUES),
+        depth=_int_in("depth", values.get("depth", str(DEFAULT_DEPTH)), 1, UBLK_MAX_QUEUE_DEPTH),
+        block_size=block_size,
+        read_only=read_only,
+    )
