@@ -1,0 +1,44 @@
+"""``python -m bench``: build kublk on the host, boot the VM once, measure everything in it.
+
+The guest writes ``.out/bench/results.json`` (the record), ``results.txt`` (the table) and
+``handover-latency.png`` into the checkout's writable ``.out/``; this prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from . import kublk
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / ".out" / "bench"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--kernel", default="sid", help="test-bed kernel (sid: 7.2)")
+    p.add_argument("--quick", action="store_true", help="2 s runs, no ramp: proves the plumbing only")
+    p.add_argument("guest_args", nargs=argparse.REMAINDER, help="passed to bench.guest (after --)")
+    a = p.parse_args(argv)
+
+    binary = kublk.build()
+    guest = [sys.executable, "-m", "bench.guest", "--kublk", str(binary), "--out", str(OUT)]
+    if a.quick:
+        guest += ["--runtime", "2", "--ramp", "0", "--handover-interval", "2"]
+    guest += [x for x in a.guest_args if x != "--"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.txt").unlink(missing_ok=True)
+    vm = [sys.executable, "-m", "testbed", "run", "--kernel", a.kernel, "--", *guest]
+    code = subprocess.run(vm, cwd=REPO).returncode
+    if code != 0:
+        print(f"bench: the VM run failed (exit {code}): {' '.join(vm)}", file=sys.stderr)
+        return code
+    print(f"\nrecorded in {OUT / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

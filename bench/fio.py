@@ -1,0 +1,143 @@
+"""Run fio and read its JSON report: the only source of the benchmark's figures.
+
+Every job is one fio process, one job, io_uring, O_DIRECT, time based, with a ramp so the
+first requests (page faults, the first FETCH round) stay out of the figure.  Latency is the
+total latency (``lat_ns``: submission to completion), its percentiles turned on with
+``lat_percentiles``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One fio job shape; ``name`` is the row label in the table and the JSON key."""
+
+    name: str
+    rw: str  # fio's rw=: randread, randwrite, read, write
+    bs: int
+    iodepth: int
+
+    @property
+    def is_read(self) -> bool:
+        return "read" in self.rw
+
+
+WORKLOADS = (
+    Workload("4k-randread-qd1", "randread", 4096, 1),
+    Workload("4k-randread-qd32", "randread", 4096, 32),
+    Workload("4k-randwrite-qd1", "randwrite", 4096, 1),
+    Workload("4k-randwrite-qd32", "randwrite", 4096, 32),
+    Workload("128k-read-qd32", "read", 128 << 10, 32),
+    Workload("128k-write-qd32", "write", 128 << 10, 32),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one fio job measured, for the direction it ran."""
+
+    iops: float
+    bw_bytes: float  # bytes per second
+    lat_p50_ns: int
+    lat_p99_ns: int
+    lat_max_ns: int
+    ios: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "iops": self.iops,
+            "bw_bytes": self.bw_bytes,
+            "bw_mib_s": self.bw_bytes / (1 << 20),
+            "lat_p50_us": self.lat_p50_ns / 1000,
+            "lat_p99_us": self.lat_p99_ns / 1000,
+            "lat_max_us": self.lat_max_ns / 1000,
+            "ios": self.ios,
+        }
+
+
+class FioError(RuntimeError):
+    """fio failed or reported an error; the message carries fio's own words."""
+
+
+def command(
+    filename: str,
+    w: Workload,
+    runtime_s: float,
+    ramp_s: float,
+    output: str,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The fio command line for ``w`` against ``filename``, JSON report to ``output``."""
+    return [
+        "fio",
+        f"--name={w.name}",
+        f"--filename={filename}",
+        "--ioengine=io_uring",
+        "--direct=1",
+        f"--rw={w.rw}",
+        f"--bs={w.bs}",
+        f"--iodepth={w.iodepth}",
+        "--numjobs=1",
+        "--time_based",
+        f"--runtime={round(runtime_s * 1000)}ms",  # fio reads "0.5s" as 0 s
+        f"--ramp_time={round(ramp_s * 1000)}ms",
+        "--norandommap",
+        "--randrepeat=0",
+        "--lat_percentiles=1",
+        "--output-format=json",
+        f"--output={output}",
+        *extra,
+    ]
+
+
+def _percentile(lat: dict[str, Any], key: str) -> int:
+    table = lat.get("percentile")
+    if not table or key not in table:
+        raise FioError(f"fio report has no total-latency percentile {key} (lat_percentiles off?)")
+    return int(table[key])
+
+
+def parse(report: dict[str, Any], rw: str) -> Result:
+    """The figures of the single job in a fio JSON ``report``, for direction ``rw``."""
+    jobs = report.get("jobs")
+    if not isinstance(jobs, list) or len(jobs) != 1:
+        raise FioError(f"expected one job in the fio report, found {len(jobs or [])}")
+    job = jobs[0]
+    if job.get("error"):
+        raise FioError(f"fio job {job.get('jobname')!r} failed: error {job['error']}")
+    side = job["read" if "read" in rw else "write"]
+    if side["total_ios"] == 0:
+        raise FioError(f"fio job {job.get('jobname')!r} completed no I/O")
+    lat = side["lat_ns"]
+    return Result(
+        iops=float(side["iops"]),
+        bw_bytes=float(side["bw_bytes"]),
+        lat_p50_ns=_percentile(lat, "50.000000"),
+        lat_p99_ns=_percentile(lat, "99.000000"),
+        lat_max_ns=int(lat["max"]),
+        ios=int(side["total_ios"]),
+    )
+
+
+def run(filename: str, w: Workload, runtime_s: float, ramp_s: float) -> Result:
+    """Run ``w`` on ``filename`` and return what fio measured."""
+    with tempfile.TemporaryDirectory(prefix="bench-fio-") as tmp:
+        output = str(Path(tmp) / "fio.json")
+        cmd = command(filename, w, runtime_s, ramp_s, output)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise FioError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
+        text = Path(output).read_text(encoding="utf-8")
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:  # fio writes some warnings into the report itself
+            raise FioError(f"{' '.join(cmd)}: report is not JSON ({e}): {text[:300]!r}") from None
+        return parse(doc, w.rw)

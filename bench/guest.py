@@ -1,0 +1,170 @@
+"""The benchmark proper, run as root inside the test-bed VM (``python -m bench`` boots it).
+
+Every peer gets the same geometry and the same backing file on the guest's tmpfs; every
+workload runs on every peer in one boot, so the ratios compare like with like.  A peer that
+fails to come up is recorded with its error and the run goes on: the table shows what was
+measured and says what was not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import fio, handover, peers, report
+from .fio import Result
+
+BACKING_FILE = "/tmp/bench-backing.img"
+PEER_ORDER = ("null_blk", "loop", "kublk-null", "kublk-loop", "gadget-null", "gadget-mem", "gadget-file")
+
+
+def make_backing_file(path: str, size: int) -> None:
+    """A fully written file (no holes: a read of a hole costs less than a read of data)."""
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+
+
+def all_peers(kublk: str, log_dir: Path, wrap: dict[str, list[str]]) -> dict[str, peers.Peer]:
+    return {
+        "null_blk": peers.null_blk,
+        "loop": peers.loop,
+        "kublk-null": peers.kublk_null(kublk),
+        "kublk-loop": peers.kublk_loop(kublk),
+        **{
+            f"gadget-{t}": peers.gadget(t, log_dir, wrap.get(f"gadget-{t}"))
+            for t in ("null", "mem", "file")
+        },
+    }
+
+
+def measure_peer(
+    name: str, peer: peers.Peer, g: peers.Geometry, workloads: tuple[fio.Workload, ...], a: argparse.Namespace
+) -> tuple[str, dict[str, Result | str]]:
+    """Run every workload on one peer; errors are recorded, not raised."""
+    results: dict[str, Result | str] = {}
+    detail = ""
+    try:
+        with peer(g) as dev:
+            detail = dev.detail
+            for w in workloads:
+                try:
+                    results[w.name] = fio.run(dev.path, w, a.runtime, a.ramp)
+                except Exception as e:  # one failed job must not cost the other figures
+                    results[w.name] = f"{type(e).__name__}: {e}"
+                print(f"bench: {name:<12} {w.name:<18} {_short(results[w.name])}", flush=True)
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        print(f"bench: {name}: {error}", file=sys.stderr, flush=True)
+        traceback.print_exc()
+        for w in workloads:
+            results.setdefault(w.name, error)
+    return detail, results
+
+
+def _short(r: Result | str) -> str:
+    if isinstance(r, str):
+        return "failed: " + r.splitlines()[0][:100]
+    return f"{r.iops:9.0f} IOPS {r.bw_bytes / (1 << 20):8.1f} MiB/s p99 {r.lat_p99_ns / 1000:8.0f} us"
+
+
+def _environment(a: argparse.Namespace, g: peers.Geometry) -> dict[str, Any]:
+    fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "kernel": platform.release(),
+        "fio": fio_version,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runtime_s": a.runtime,
+        "ramp_s": a.ramp,
+        "geometry": {"size": g.size, "queues": g.queues, "depth": g.depth, "backing_file": g.backing_file},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="the benchmark, inside the VM")
+    p.add_argument("--kublk", required=True, help="the kublk binary (built on the host)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--runtime", type=float, default=10)
+    p.add_argument("--ramp", type=float, default=2)
+    p.add_argument("--size", type=int, default=256 << 20)
+    p.add_argument("--queues", type=int, default=1)
+    p.add_argument("--depth", type=int, default=64)
+    p.add_argument("--peers", default=",".join(PEER_ORDER))
+    p.add_argument("--workloads", default=",".join(w.name for w in fio.WORKLOADS))
+    p.add_argument("--handovers", type=int, default=3, help="live handovers in the stall run (0: skip it)")
+    p.add_argument("--handover-interval", type=float, default=4)
+    p.add_argument("--profile", default="", help="comma-separated gadget peers to run under py-spy")
+    a = p.parse_args(argv)
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    log_dir = a.out / "logs"
+    g = peers.Geometry(a.size, a.queues, a.depth, BACKING_FILE)
+    make_backing_file(BACKING_FILE, a.size)
+    wanted = a.workloads.split(",")
+    workloads = tuple(w for w in fio.WORKLOADS if w.name in wanted)
+    wrap = {
+        name: ["py-spy", "record", "--subprocesses", "--rate", "250", "--format", "speedscope",
+               "-o", str(a.out / f"profile-{name}.json"), "--"]
+        for name in a.profile.split(",") if name
+    }  # fmt: skip
+    available = all_peers(a.kublk, log_dir, wrap)
+    order = [n for n in a.peers.split(",") if n]
+    unknown = [n for n in order if n not in available]
+    if unknown:
+        p.error(f"unknown peers {unknown}; known: {', '.join(available)}")
+
+    results: dict[str, dict[str, Result | str]] = {}
+    details: dict[str, str] = {}
+    for name in order:
+        details[name], results[name] = measure_peer(name, available[name], g, workloads, a)
+
+    stall: dict[str, Any] | None = None
+    stall_s: float | None = None
+    if a.handovers > 0:
+        try:
+            spec = f"file,path={BACKING_FILE},queues={a.queues},depth={a.depth}"
+            s = handover.measure(spec, a.out, handovers=a.handovers, interval_s=a.handover_interval)
+            stall, stall_s = s.to_json(), s.worst_live_s
+        except Exception as e:
+            traceback.print_exc()
+            stall = {"error": f"{type(e).__name__}: {e}"}
+
+    checks = report.target_checks(results, stall_s)
+    doc = {
+        "environment": _environment(a, g),
+        "peers": {
+            n: {
+                "detail": details[n],
+                "workloads": {w: r.to_json() if isinstance(r, Result) else {"error": r} for w, r in rs.items()},
+            }
+            for n, rs in results.items()
+        },
+        "ratios": report.ratios(results, workloads),
+        "handover_stall": stall,
+        "targets": checks,
+    }
+    (a.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    text = report.table(results, workloads, order) + "\n"
+    if stall and "error" not in stall:
+        text += "\n" + report.format_stall(stall) + "\n"
+    elif stall:
+        text += f"\nhandover stall: not measured: {stall['error']}\n"
+    text += "\ngoals (issue 6):\n" + report.format_checks(checks) + "\n"
+    (a.out / "results.txt").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The block devices under test, each made and torn down by a context manager.
+
+Every device gets the same geometry: ``queues`` hardware queues of ``depth`` tags and
+``size`` bytes (file-backed ones take the backing file's size).  The in-kernel peers
+(null_blk, loop) bound what the block layer itself costs in this VM; kublk, the kernel's own
+C server, is the bar a userspace server is held to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .gadget import Gadget
+
+CONFIGFS = Path("/sys/kernel/config")
+NULLB = CONFIGFS / "nullb"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    size: int  # bytes
+    queues: int
+    depth: int
+    backing_file: str  # for the file-backed peers: loop, kublk loop, gadget file
+
+
+@dataclass(frozen=True)
+class Device:
+    path: str  # the block device fio runs on
+    detail: str  # how it was made, for the record
+
+
+Peer = Callable[[Geometry], AbstractContextManager[Device]]
+
+
+def _run(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+@contextmanager
+def null_blk(g: Geometry) -> Iterator[Device]:
+    """A null_blk device made through configfs with our geometry (no memory backing)."""
+    if not NULLB.is_dir():
+        if not os.path.ismount(CONFIGFS):
+            _run(["mount", "-t", "configfs", "configfs", str(CONFIGFS)])
+        if not NULLB.is_dir():
+            raise RuntimeError(f"{NULLB} missing: null_blk is not loaded")
+    node = NULLB / "bench"
+    node.mkdir()
+    try:
+        settings = {
+            "size": str(g.size >> 20),  # MiB
+            "submit_queues": str(g.queues),
+            "hw_queue_depth": str(g.depth),
+            "memory_backed": "0",
+            "power": "1",  # last: the device appears with the settings above
+        }
+        for key, value in settings.items():
+            (node / key).write_text(value)
+        index = (node / "index").read_text().strip()
+        detail = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "power")
+        yield Device(f"/dev/nullb{index}", f"null_blk configfs {detail}")
+    finally:
+        (node / "power").write_text("0")
+        node.rmdir()
+
+
+@contextmanager
+def loop(g: Geometry) -> Iterator[Device]:
+    """The kernel loop driver over the backing file, direct I/O on (as kublk and the gadget)."""
+    dev = _run(["losetup", "--find", "--show", "--direct-io=on", g.backing_file]).strip()
+    try:
+        dio = Path(f"/sys/block/{Path(dev).name}/loop/dio").read_text().strip()
+        yield Device(dev, f"losetup --direct-io=on {g.backing_file} (dio={dio})")
+    finally:
+        _run(["losetup", "--detach", dev])
+
+
+_DEV_ID = re.compile(r"dev id (\d+):")
+
+
+def _kublk(binary: str, args: list[str]) -> AbstractContextManager[Device]:
+    @contextmanager
+    def made() -> Iterator[Device]:
+        out = _run([binary, "add", *args])
+        m = _DEV_ID.search(out)
+        if not m:
+            raise RuntimeError(f"kublk add {' '.join(args)}: no 'dev id' in its output:\n{out}")
+        dev_id = m.group(1)
+        try:
+            yield Device(f"/dev/ublkb{dev_id}", f"kublk add {' '.join(args)}")
+        finally:
+            _run([binary, "del", "-n", dev_id])
+
+    return made()
+
+
+def kublk_null(binary: str) -> Peer:
+    def peer(g: Geometry) -> AbstractContextManager[Device]:
+        return _kublk(binary, ["-t", "null", "-q", str(g.queues), "-d", str(g.depth)])
+
+    return peer
+
+
+def kublk_loop(binary: str) -> Peer:
+    def peer(g: Geometry) -> AbstractContextManager[Device]:
+        args = ["-t", "loop", "-q", str(g.queues), "-d", str(g.depth), g.backing_file]
+        return _kublk(binary, args)
+
+    return peer
+
+
+def gadget(target: str, log_dir: Path, wrap: list[str] | None = None) -> Peer:
+    """A gadget device of ``target`` (null, mem or file); ``wrap`` prefixes the command (py-spy)."""
+
+    @contextmanager
+    def peer(g: Geometry) -> Iterator[Device]:
+        spec = f"{target},queues={g.queues},depth={g.depth}"
+        spec += f",path={g.backing_file}" if target == "file" else f",size={g.size}"
+        served = Gadget.serve([spec], log_dir / f"gadget-{target}.log", wrap=wrap)
+        try:
+            yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec}")
+        finally:
+            code = served.stop()
+            if code != 0:
+                raise RuntimeError(f"gadget {target} exited {code} on SIGTERM; log {served.log}")
+
+    return peer

@@ -1,0 +1,80 @@
+"""bench.fio: the figures come from fio's JSON, for the direction the job ran."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import fio
+
+
+def report(read_iops: float, write_iops: float, error: int = 0) -> dict[str, Any]:
+    def side(iops: float, base_ns: int) -> dict[str, Any]:
+        return {
+            "iops": iops,
+            "bw_bytes": iops * 4096,
+            "total_ios": int(iops * 10),
+            "lat_ns": {
+                "max": base_ns * 100,
+                "percentile": {"50.000000": base_ns, "99.000000": base_ns * 10},
+            },
+        }
+
+    job = {"jobname": "j", "error": error, "read": side(read_iops, 1000), "write": side(write_iops, 2000)}
+    return {"fio version": "fio-3.33", "jobs": [job]}
+
+
+def test_a_read_job_reports_the_read_side() -> None:
+    r = fio.parse(report(read_iops=500.0, write_iops=0.5), "randread")
+    assert (r.iops, r.bw_bytes, r.lat_p50_ns, r.lat_p99_ns, r.lat_max_ns) == (500.0, 500.0 * 4096, 1000, 10000, 100000)
+
+
+def test_a_write_job_reports_the_write_side() -> None:
+    r = fio.parse(report(read_iops=0.5, write_iops=700.0), "write")
+    assert (r.iops, r.lat_p50_ns) == (700.0, 2000)
+
+
+def test_a_job_error_is_an_error_not_a_figure() -> None:
+    with pytest.raises(fio.FioError, match="error 5"):
+        fio.parse(report(1.0, 1.0, error=5), "randread")
+
+
+def test_a_job_without_io_is_an_error() -> None:
+    with pytest.raises(fio.FioError, match="no I/O"):
+        fio.parse(report(0.0, 0.0), "randread")
+
+
+def test_missing_total_latency_percentiles_are_named() -> None:
+    bad = report(10.0, 0.0)
+    del bad["jobs"][0]["read"]["lat_ns"]["percentile"]
+    with pytest.raises(fio.FioError, match="lat_percentiles"):
+        fio.parse(bad, "read")
+
+
+def test_every_workload_runs_one_job_with_io_uring_and_direct_io() -> None:
+    for w in fio.WORKLOADS:
+        cmd = fio.command("/dev/x", w, 10, 2, "/tmp/o.json")
+        assert {"--ioengine=io_uring", "--direct=1", "--numjobs=1", "--time_based",
+                "--lat_percentiles=1", "--output-format=json"} <= set(cmd)  # fmt: skip
+        assert f"--iodepth={w.iodepth}" in cmd and f"--bs={w.bs}" in cmd
+
+
+def test_the_issue_workloads_are_all_there() -> None:
+    shapes = {(w.rw, w.bs, w.iodepth) for w in fio.WORKLOADS}
+    assert {("randread", 4096, 1), ("randread", 4096, 32), ("randwrite", 4096, 1),
+            ("randwrite", 4096, 32), ("read", 128 << 10, 32), ("write", 128 << 10, 32)} == shapes  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+def test_a_real_fio_report_parses(tmp_path: Path) -> None:
+    """fio's real JSON has the fields we read; 0.5 s of 4k reads on a host file."""
+    target = tmp_path / "f"
+    target.write_bytes(b"\xa5" * (4 << 20))
+    w = fio.Workload("t", "randread", 4096, 4)
+    r = fio.run(str(target), w, 0.5, 0)
+    assert r.ios > 0 and r.iops > 0
+    assert r.bw_bytes == pytest.approx(r.iops * 4096, rel=0.01)
+    assert 0 < r.lat_p50_ns <= r.lat_p99_ns <= r.lat_max_ns

@@ -1,0 +1,57 @@
+"""bench.report: each gadget figure over the same workload on its peers, and the issue's goals."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import report
+from bench.fio import Result, Workload
+
+W = (Workload("4k-randread-qd32", "randread", 4096, 32), Workload("128k-read-qd32", "read", 128 << 10, 32))
+
+
+def res(iops: float) -> Result:
+    return Result(iops=iops, bw_bytes=iops * 4096, lat_p50_ns=1000, lat_p99_ns=2000, lat_max_ns=3000, ios=10)
+
+
+RESULTS: dict[str, dict[str, Result | str]] = {
+    "null_blk": {"4k-randread-qd32": res(60000), "128k-read-qd32": res(9000)},
+    "loop": {"4k-randread-qd32": res(30000), "128k-read-qd32": res(12000)},
+    "kublk-null": {"4k-randread-qd32": res(15000), "128k-read-qd32": res(2000)},
+    "kublk-loop": {"4k-randread-qd32": res(12000), "128k-read-qd32": res(1200)},
+    "gadget-null": {"4k-randread-qd32": res(13500), "128k-read-qd32": res(1000)},
+    "gadget-file": {"4k-randread-qd32": res(6000), "128k-read-qd32": "GadgetError: exited 1 before ready"},
+}
+
+
+def test_each_gadget_is_compared_with_the_kublk_target_doing_the_same_job() -> None:
+    r = report.ratios(RESULTS, W)
+    assert r["gadget-null"]["4k-randread-qd32"] == pytest.approx(
+        {"null_blk": 13500 / 60000, "loop": 13500 / 30000, "kublk": 13500 / 15000}
+    )
+    assert r["gadget-file"]["4k-randread-qd32"]["kublk"] == pytest.approx(6000 / 12000)
+
+
+def test_a_figure_that_failed_has_no_ratio() -> None:
+    assert report.ratios(RESULTS, W)["gadget-file"]["128k-read-qd32"] == {"null_blk": None, "loop": None, "kublk": None}
+
+
+def test_a_gadget_not_measured_is_left_out() -> None:
+    assert "gadget-mem" not in report.ratios(RESULTS, W)
+
+
+def test_goals_are_judged_on_the_measured_ratio() -> None:
+    checks = {c["goal"]: c for c in report.target_checks(RESULTS, stall_s=0.7)}
+    null = checks["gadget-null 4k-randread-qd32 >= 0.9x kublk-null"]
+    assert null["value"] == pytest.approx(0.9) and null["met"] is True
+    assert checks["gadget-file 128k-read-qd32 >= 0.9x kublk-loop"]["met"] is None
+    assert checks["handover stall < 0.5 s"]["met"] is False
+
+
+def test_the_table_shows_ratios_on_gadget_rows_only_and_names_failures() -> None:
+    text = report.table(RESULTS, W, list(RESULTS))
+    row = next(line for line in text.splitlines() if line.strip().startswith("gadget-null"))
+    assert row.split()[-3:] == ["0.23x", "0.45x", "0.90x"]
+    kublk_row = next(line for line in text.splitlines() if line.strip().startswith("kublk-null"))
+    assert "x" not in kublk_row.split()[-1]
+    assert "failed: GadgetError: exited 1 before ready" in text
