@@ -1,0 +1,93 @@
+"""The whole pipeline for one header: preprocess, parse, evaluate, translate, render."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from . import __version__, families, macros
+from .diagnostics import GenError, GenErrors
+from .model import Function, Module
+from .parse import Parsed, parse
+from .preprocess import preprocess
+from .render import render
+from .translate import FunctionTranslator, Needs, Value, constant
+from .typetable import TypeRef, location
+
+
+def generate(header: Path, output: Path | None = None, *, kernel: str | None = None,
+             include_dirs: tuple[Path, ...] = ()) -> str:
+    """Python source for ``header``; ``output`` only decides the recorded relative path."""
+    pre = preprocess(header, include_dirs)
+    parsed = parse(pre)
+    needs = Needs()
+    errors: list[GenError] = []
+    try:
+        constants = macros.evaluate(pre.defines, parsed, needs)
+    except GenErrors as e:
+        errors.extend(e.errors)
+        constants = []
+    functions = _functions(parsed, needs, errors)
+    if errors:
+        raise GenErrors(errors)
+    base = output.resolve().parent if output is not None else Path.cwd()
+    module = Module(
+        header_name=header.name,
+        header_path=Path(os.path.relpath(header.resolve(), base)).as_posix(),
+        sha256=hashlib.sha256(header.read_bytes()).hexdigest(),
+        kernel=kernel if kernel is not None else kernel_version(header),
+        generator_version=__version__,
+        typedefs=parsed.typedefs, records=parsed.records, enums=parsed.enums,
+        constants=constants, families=families.infer(constants), functions=functions)
+    _check_names(module)
+    return render(module, needs.helpers)
+
+
+def kernel_version(header: Path) -> str | None:
+    """The ``kernel: X.Y.Z`` line of a PROVENANCE file next to the header, if any."""
+    provenance = header.parent / "PROVENANCE"
+    if not provenance.is_file():
+        return None
+    match = re.search(r"^kernel:\s*(\S+)", provenance.read_text(), re.M)
+    return match.group(1) if match else None
+
+
+def _functions(parsed: Parsed, needs: Needs, errors: list[GenError]) -> list[Function]:
+    calls: dict[str, TypeRef | None] = {}
+
+    def lookup(name: str, node: object) -> Value:
+        if name in parsed.enumerators:
+            value, t = parsed.enumerators[name]
+            return constant(value, t, name)
+        raise GenError(location(node), f"unknown identifier '{name}'")  # type: ignore[arg-type]
+
+    functions = []
+    for node in parsed.functions:
+        try:
+            function = FunctionTranslator(parsed.types, calls, lookup, needs).translate(node)
+        except GenError as e:
+            errors.append(GenError(e.location, f"static inline {node.decl.name}(): {e.message}"))
+            continue
+        comments = parsed.comments_of(function.location)
+        function.doc = (comments.above(function.location.line)
+                        or comments.above(function.location.line - 1))
+        functions.append(function)
+    return functions
+
+
+def _check_names(module: Module) -> None:
+    seen: dict[str, str] = {}
+    groups = [("macro", [c.name for c in module.constants]),
+              ("enumerator", [e.name for en in module.enums for e in en.enumerators]),
+              ("enum", [e.tag for e in module.enums if e.tag]),
+              ("typedef", [t.name for t in module.typedefs]),
+              ("record", [r.name for r in module.records]),
+              ("family", [f.name for f in module.families]),
+              ("function", [f.name for f in module.functions])]
+    for kind, names in groups:
+        for name in names:
+            if name in seen:
+                raise GenError(None, f"{kind} {name} clashes with the {seen[name]} of that name")
+            seen[name] = kind

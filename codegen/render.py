@@ -1,0 +1,163 @@
+"""The model -> Python source, through ``templates/module.py.j2``.
+
+This module only shapes strings (annotations, ctypes expressions, docstrings); the
+template decides the layout.  Output depends on nothing but the model: no timestamps,
+no absolute paths, no dict-order surprises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from .cint import CHAR
+from .model import (Array, Constant, Field, Function, Module, Record, RecordRef, Scalar,
+                    TypeRef)
+from .translate import class_ref, ctype_of, mangled, py_name, python_literal
+from .typetable import describe
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass
+class _Member:
+    """One entry of ``_fields_`` plus how a type checker should see it."""
+
+    name: str
+    ctype: str
+    bits: int | None
+    c_type: str
+
+
+@dataclass
+class _Class:
+    record: Record
+    base: str
+    members: list[_Member]
+    anonymous: list[str]
+    annotations: list[tuple[str, str, str | None]]  # (name, annotation, doc)
+    summary: str = ""
+
+
+def render(module: Module, helpers: set[str]) -> str:
+    """The generated module's source text."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["docstring"] = docstring
+    env.filters["comment"] = comment
+    env.filters["literal"] = constant_literal
+    env.filters["trailing"] = trailing_comment
+    env.filters["function_doc"] = function_doc
+    records = {r.name: r for r in module.records}
+    classes = [_class(r, records) for r in module.records]
+    exported = (
+        [c.name for c in module.constants]
+        + [e.name for enum in module.enums for e in enum.enumerators]
+        + [enum.tag for enum in module.enums if enum.tag]
+        + [t.name for t in module.typedefs]
+        + [r.name for r in module.records if r.tag]
+        + [f.name for f in module.families]
+        + [f.name for f in module.functions])
+    return env.get_template("module.py.j2").render(
+        m=module, classes=classes, helpers=helpers, exported=exported,
+        static=[c for c in module.constants if c.value is not None],
+        dynamic=[c for c in module.constants if c.value is None],
+        ctype_of=ctype_of, class_ref=class_ref)
+
+
+def _class(record: Record, records: dict[str, Record]) -> _Class:
+    members = [_Member(py_name(f.name), ctype_of(f.type), f.bits,
+                       "" if _is_record(f.type) else describe(f.type))
+               for f in record.fields]
+    summary = (f"C ``{record.kind} {record.tag}``." if record.tag else
+               f"An anonymous {record.kind} member of {_owner(record, records)}.")
+    return _Class(record, "ctypes.Structure" if record.kind == "struct" else "ctypes.Union",
+                  members, [py_name(f.name) for f in record.fields if f.anonymous],
+                  list(_annotations(record, records)), summary)
+
+
+def _owner(record: Record, records: dict[str, Record]) -> str:
+    for parent in records.values():
+        if any(f.type == RecordRef(record.name) for f in parent.fields):
+            return parent.tag or _owner(parent, records)
+    return "(unknown)"
+
+
+def _annotations(record: Record, records: dict[str, Record]):  # type: ignore[no-untyped-def]
+    """Every member reachable as an attribute, anonymous members flattened as in C."""
+    for f in record.fields:
+        if f.anonymous:
+            assert isinstance(f.type, RecordRef)
+            yield from _annotations(records[f.type.name], records)
+        elif not mangled(f.name):
+            yield py_name(f.name), annotation(f.type), f.doc
+
+
+def _is_record(t: TypeRef) -> bool:
+    return isinstance(t, RecordRef) or (isinstance(t, Array) and _is_record(t.element))
+
+
+def annotation(t: TypeRef) -> str:
+    """What reading the member gives in Python, as ctypes converts it."""
+    if isinstance(t, Scalar):
+        return "bytes" if t.cint == CHAR else "int"
+    if isinstance(t, RecordRef):
+        return class_ref(t.name)
+    if isinstance(t.element, Scalar) and t.element.cint == CHAR:
+        return "bytes"
+    return f"ctypes.Array[{ctype_of(t.element)}]"
+
+
+def docstring(text: str | None, indent: int = 4) -> str:
+    """A docstring literal for C comment text (quotes and backslashes made harmless)."""
+    if not text:
+        return ""
+    body = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    pad = " " * indent
+    lines = body.split("\n")
+    if len(lines) == 1 and len(body) + indent + 6 <= 96:
+        return f'{pad}"""{body}"""'
+    inner = "\n".join(f"{pad}{line}" if line.strip() else "" for line in lines)
+    return f'{pad}"""\n{inner}\n{pad}"""'
+
+
+def comment(text: str | None, indent: int = 0, marker: str = "#") -> str:
+    """C comment text as Python ``#`` lines."""
+    if not text:
+        return ""
+    pad = " " * indent
+    return "\n".join(f"{pad}{marker} {line}".rstrip() for line in text.split("\n"))
+
+
+def trailing_comment(c: Constant) -> str:
+    """``  # <C body>`` unless the body is the literal itself, then the one-line C doc."""
+    parts = [] if python_literal(c.c_body) is not None else [c.c_body]
+    if c.doc and c.doc != c.heading and "\n" not in c.doc:
+        parts.append(c.doc)
+    return "  # " + ": ".join(parts) if parts else ""
+
+
+def function_doc(fn: Function) -> str:
+    """The helper's C comment and its C signature (how to read it against the header)."""
+    signature = fn.c_signature.replace("inline static ", "static inline ")
+    text = f"{fn.doc}\n\nC: ``{signature}``" if fn.doc else f"C: ``{signature}``"
+    return docstring(text)
+
+
+def constant_literal(c: Constant) -> str:
+    """The C spelling of a plain number; else hex for bit patterns, decimal otherwise."""
+    assert c.value is not None
+    plain = python_literal(c.c_body)
+    if plain is not None:
+        return plain
+    patterned = any(token in c.c_body for token in ("0x", "0X", "<<", "~", "|"))
+    if patterned and c.value >= 0:
+        return f"{c.value:#x}"
+    return str(c.value)
+
+
+__all__ = ["render", "annotation", "docstring", "Array", "Field"]
