@@ -54,7 +54,8 @@ class StallResult:
         }
 
 
-def _hand_over(owner: Gadget, state_file: str, log_dir: Path, n: int, crash: bool) -> tuple[Gadget, latlog.Window]:
+def hand_over(owner: Gadget, state_file: str, log_dir: Path, n: int, crash: bool) -> tuple[Gadget, latlog.Window]:
+    """Replace ``owner`` by a successor: live (it drains and exits) or after SIGKILL."""
     start = time.time()
     if crash:
         owner.kill()
@@ -90,7 +91,7 @@ def measure(
     try:
         for n in range(handovers + int(crash)):
             time.sleep(interval_s)
-            owner, window = _hand_over(owner, state_file, log_dir, n + 1, crash=n == handovers)
+            owner, window = hand_over(owner, state_file, log_dir, n + 1, crash=n == handovers)
             windows.append(window)
         _, err = job.communicate(timeout=runtime + 120)
         if job.returncode != 0:

@@ -69,6 +69,7 @@ class Window:
 class Stall:
     window: Window
     longest_s: float  # the longest I/O that spans the window (0 if none did)
+    longest_done_s: float  # when that I/O completed (epoch s; 0 if none did)
     spanning: int  # how many I/Os span it
 
 
@@ -80,8 +81,12 @@ def stalls(log: LatLog, windows: Sequence[Window]) -> list[Stall]:
     """For each window, the longest I/O that was in flight at some moment of it."""
     out = []
     for w in windows:
-        spanning = [log.lat_s[i] for i in range(len(log)) if _spans(log, i, w)]
-        out.append(Stall(w, max(spanning, default=0.0), len(spanning)))
+        spanning = [i for i in range(len(log)) if _spans(log, i, w)]
+        if not spanning:
+            out.append(Stall(w, 0.0, 0.0, 0))
+            continue
+        longest = max(spanning, key=lambda i: log.lat_s[i])
+        out.append(Stall(w, log.lat_s[longest], log.done_s[longest], len(spanning)))
     return out
 
 

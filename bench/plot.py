@@ -1,8 +1,8 @@
 """Draw I/O latency over time with the handovers marked: the picture of a handover stall.
 
 One dot per I/O at the moment it completed, latency on a log scale so both the steady
-microseconds and a stall of a second are readable; each handover window is shaded and its
-longest spanning I/O labelled.  Agg backend: no display needed.
+microseconds and a stall of a second are readable; each handover window is shaded, and its
+longest spanning I/O drawn as a bar from issue to completion and labelled.  Agg backend: no display needed.
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ def latency_over_time(
         ax.axvspan(w.start_s - t0, w.end_s - t0, color=COLORS[w.kind], alpha=0.18,
                    label=None if w.kind in labelled else LABELS[w.kind])  # fmt: skip
         labelled.add(w.kind)
-        ax.annotate(f"{s.longest_s * 1e3:.0f} ms", xy=(w.end_s - t0, s.longest_s * 1e3),
-                    xytext=(4, 6), textcoords="offset points", fontsize=9, color=COLORS[w.kind],
-                    fontweight="bold")  # fmt: skip
+        if not s.spanning:
+            continue
+        # The longest spanning I/O drawn as what it was: in flight from issue to completion.
+        done, lat_ms = s.longest_done_s - t0, s.longest_s * 1e3
+        ax.plot([done - s.longest_s, done], [lat_ms, lat_ms], color=COLORS[w.kind], linewidth=2.5,
+                solid_capstyle="butt")  # fmt: skip
+        ax.annotate(f"{lat_ms:.0f} ms", xy=(done, lat_ms), xytext=(4, 4), textcoords="offset points",
+                    fontsize=9, color=COLORS[w.kind], fontweight="bold")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("I/O latency, submit to complete (ms)")

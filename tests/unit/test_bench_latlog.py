@@ -46,6 +46,7 @@ def test_the_stall_is_the_longest_io_in_flight_during_the_window(tmp_path: Path)
     log = latlog.parse(write_log(tmp_path / "l", ios))
     (stall,) = latlog.stalls(log, [Window("handover", T0 + 5.0, T0 + 5.2)])
     assert stall.longest_s == pytest.approx(0.40)
+    assert stall.longest_done_s == pytest.approx(T0 + 5.30)
     assert stall.spanning == 2
 
 
