@@ -16,6 +16,7 @@ Because a family is the shortest clean prefix, families never overlap.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from .model import Constant, Family
 
@@ -36,9 +37,9 @@ def infer(constants: list[Constant]) -> list[Family]:
                 break
     families: dict[str, Family] = {}
     for c in known:
-        prefix = chosen.get(c.name)
-        if prefix is None:
+        if c.name not in chosen:
             continue
+        prefix = chosen[c.name]
         if prefix not in families:
             members = [m for m in known if m.name.startswith(prefix)]
             kind = _kind(prefix, members)
@@ -77,7 +78,7 @@ def _prefixes(name: str) -> list[str]:
     return ["_".join(parts[:k]) + "_" for k in range(1, len(parts)) if parts[k - 1]]
 
 
-def _kind(prefix: str, members: list[Constant]) -> str | None:
+def _kind(prefix: str, members: list[Constant]) -> Literal["IntFlag", "IntEnum"] | None:
     if any(not m.name[len(prefix):].isidentifier() for m in members):
         return None
     if _is_flags(members):

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from pycparser import c_ast
+
 from . import __version__, families, macros
 from .diagnostics import GenError, GenErrors
 from .model import Function, Module
@@ -14,7 +16,8 @@ from .parse import Parsed, parse
 from .preprocess import preprocess
 from .render import render
 from .translate import FunctionTranslator, Needs, Value, constant
-from .typetable import TypeRef, location
+from .model import TypeRef
+from .typetable import location
 
 
 def generate(header: Path, output: Path | None = None, *, kernel: str | None = None,
@@ -57,11 +60,11 @@ def kernel_version(header: Path) -> str | None:
 def _functions(parsed: Parsed, needs: Needs, errors: list[GenError]) -> list[Function]:
     calls: dict[str, TypeRef | None] = {}
 
-    def lookup(name: str, node: object) -> Value:
+    def lookup(name: str, node: c_ast.Node) -> Value:
         if name in parsed.enumerators:
             value, t = parsed.enumerators[name]
             return constant(value, t, name)
-        raise GenError(location(node), f"unknown identifier '{name}'")  # type: ignore[arg-type]
+        raise GenError(location(node), f"unknown identifier '{name}'")
 
     functions = []
     for node in parsed.functions:

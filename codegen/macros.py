@@ -151,7 +151,7 @@ def _sizeof_ioctl_types(body: str) -> str:
 
 def _split_args(text: str, start: int) -> tuple[list[str], int]:
     """Top-level comma-separated arguments from ``start`` up to the matching ')'."""
-    depth, args, current = 0, [], []
+    depth, args, current = 0, [], []  # type: tuple[int, list[str], list[str]]
     for index in range(start, len(text)):
         char = text[index]
         if char == ")" and depth == 0:

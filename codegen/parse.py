@@ -9,6 +9,7 @@ headers are resolved but only emitted when a header record embeds them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pycparser import c_ast, c_parser
 
@@ -118,7 +119,8 @@ class _Walker:
     # records
 
     def _record(self, node: c_ast.Struct | c_ast.Union, name: str, public: bool) -> Record:
-        kind = "struct" if isinstance(node, c_ast.Struct) else "union"
+        kind: Literal["struct", "union"] = (
+            "struct" if isinstance(node, c_ast.Struct) else "union")
         loc = location(node)
         assert loc is not None
         if node.name and node.name in self.types.tags:
@@ -173,7 +175,8 @@ class _Walker:
                 record = self._record(inner, inner.name or inline_name, public)
                 return RecordRef(record.name)
             if isinstance(inner, c_ast.Enum) and inner.values is not None:
-                self._enum(inner, source=not is_stand_in(str(t.coord.file)))
+                where = location(t)
+                self._enum(inner, source=where is not None and not is_stand_in(where.file))
             return self.types.resolve(inner)
         return self.types.resolve(t)
 
@@ -213,9 +216,11 @@ class _Walker:
 
 def _unmark(decl: c_ast.Decl) -> c_ast.Node:
     """The declared type; for ``} __ublk_codegen_packed__;`` the record under the marker."""
-    if decl.name == PACKED_MARKER and isinstance(decl.type, c_ast.TypeDecl):
-        return decl.type.type
-    return decl.type
+    declared: c_ast.Node = decl.type
+    if decl.name == PACKED_MARKER and isinstance(declared, c_ast.TypeDecl):
+        inner: c_ast.Node = declared.type
+        return inner
+    return declared
 
 
 def _enum_type(values: list[int]) -> CInt:
