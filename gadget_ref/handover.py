@@ -1,0 +1,152 @@
+"""The owner's half of a live handover (SIGHUP): quiesce, let go, exit.
+
+The kernel does the hard part.  QUIESCE_DEV marks the device "canceling" (new requests wait
+in the kernel's requeue list instead of reaching us), waits until every queue has an idle
+tag, then completes each idle FETCH with UBLK_IO_RES_ABORT.  Requests we are processing at
+that moment are still ours: the queue threads keep running, complete them and commit them
+(the fetch half of that COMMIT_AND_FETCH then sits unused until the ring is closed, because
+canceling dispatches nothing).  Releasing /dev/ublkcN then leaves the device QUIESCED,
+holding the waiting requests for the successor, which END_USER_RECOVERY kicks.
+
+QUIESCE_DEV is never given 0 (that waits forever, and a queue whose every tag is busy would
+hang the handover): each call is bounded and EBUSY is retried within a budget.  Without
+UBLK_F_QUIESCE (Linux < 6.16: 6.12, 6.1), or when the budget runs out, the handover falls
+back to drain-and-release: stop taking new requests, commit what is being processed, close
+everything.  Requests dispatched to us but never processed are then requeued by the kernel
+because the device has UBLK_F_USER_RECOVERY_REISSUE, and served by the successor: slower
+(they run again) but nothing is lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ublk_bindings import UBLK_F_QUIESCE
+from ublk_bindings.errors import UblkError
+
+log = logging.getLogger("ublk_gadget.handover")
+
+QUIESCE_SLICE_MS = 250
+"""One QUIESCE_DEV call's timeout: short, so a failure is seen and logged while retrying."""
+QUIESCE_BUDGET_S = 10.0
+"""All QUIESCE_DEV attempts of one handover; past it, drain-and-release."""
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``500ms``, ``30s``, ``2m``, ``1h`` or a bare number of seconds."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (a number with ms, s, m or h)")
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a duration must be longer than zero")
+    return seconds
+
+
+class Deadline:
+    """A point in monotonic time that bounds a wait that must not last forever."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - self._clock())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+
+class QuiesceControl(Protocol):
+    def quiesce_dev(self, dev_id: int, timeout_ms: int = ...) -> None: ...
+
+
+class Releasable(Protocol):
+    """A device as its owner serves it (the daemon's device lifecycle provides this)."""
+
+    @property
+    def dev_id(self) -> int: ...
+
+    @property
+    def flags(self) -> int:
+        """The UBLK_F_* flags the device was added with."""
+        ...
+
+    def release(self) -> None:
+        """Commit what the queues are processing, take nothing new, close ring, mapping, fd.
+
+        Must not STOP_DEV or DEL_DEV: the device stays for the successor.
+        """
+        ...
+
+
+def quiesce(
+    ctrl: QuiesceControl,
+    dev_id: int,
+    deadline: Deadline,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """QUIESCE_DEV ``dev_id`` with bounded calls until it succeeds or ``deadline`` passes.
+
+    True when the kernel quiesced the device; False when the caller must drain and release
+    instead (EBUSY until the deadline: some queue never had an idle tag).  The caller's
+    queue threads must keep serving I/O meanwhile: a busy tag becomes idle only when its
+    request is committed.
+    """
+    attempts = 0
+    while True:
+        slice_ms = max(1, min(QUIESCE_SLICE_MS, int(deadline.remaining() * 1000)))
+        attempts += 1
+        try:
+            ctrl.quiesce_dev(dev_id, timeout_ms=slice_ms)
+            return True
+        except UblkError as e:
+            if e.errno != errno.EBUSY:
+                raise
+        if deadline.expired():
+            log.warning("device %d: QUIESCE_DEV still EBUSY after %d attempts in %.1f s",
+                        dev_id, attempts, deadline.seconds)
+            return False
+        sleep(0.01)  # the kernel already waited slice_ms; just let the queues breathe
+
+
+def hand_over(
+    ctrl: QuiesceControl,
+    devices: Sequence[Releasable],
+    budget_s: float = QUIESCE_BUDGET_S,
+) -> list[str]:
+    """Let go of every device for a successor: quiesce (or drain), then release; in order.
+
+    Device by device, so the successor can adopt the first while the next is quiescing.
+    Returns, per device, how it was let go ("quiesced" or "drained"), for the log and tests.
+    """
+    deadline = Deadline(budget_s)
+    how: list[str] = []
+    for dev in devices:
+        if not dev.flags & UBLK_F_QUIESCE:
+            log.info("device %d: no UBLK_F_QUIESCE on this kernel: handing over by "
+                     "drain-and-release (REISSUE gives unprocessed requests to the successor)",
+                     dev.dev_id)
+            quiesced = False
+        else:
+            try:
+                quiesced = quiesce(ctrl, dev.dev_id, deadline)
+            except UblkError as e:
+                log.warning("device %d: %s: handing over by drain-and-release", dev.dev_id, e)
+                quiesced = False
+            else:
+                if not quiesced:
+                    log.warning("device %d: handing over by drain-and-release", dev.dev_id)
+        dev.release()
+        how.append("quiesced" if quiesced else "drained")
+        log.info("device %d released (%s)", dev.dev_id, how[-1])
+    return how

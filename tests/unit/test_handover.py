@@ -1,0 +1,456 @@
+"""Handover and adoption logic against a model of the driver's recovery rules.
+
+The model (FakeKernel) follows drivers/block/ublk_drv.c where it matters to the sequencing:
+START_USER_RECOVERY answers EBUSY until the previous server has let go and EINVAL when the
+device was already started (Linux 6.12); QUIESCE_DEV with 0 means "wait forever", which a
+handover must never ask for.  The real driver is exercised by tests/kernel/test_handover.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ublk_bindings import (
+    UBLK_F_QUIESCE,
+    UBLK_F_USER_RECOVERY,
+    UBLK_F_USER_RECOVERY_REISSUE,
+    UBLK_S_DEV_DEAD,
+    UBLK_S_DEV_LIVE,
+    UBLK_S_DEV_QUIESCED,
+    ublksrv_ctrl_dev_info,
+)
+from ublk_bindings.errors import UblkError
+from ublk_gadget import handover
+from ublk_gadget.adopt import AdoptError, adopt
+from ublk_gadget.handover import Deadline, hand_over, parse_duration, quiesce
+from ublk_gadget.owner import ProcessIdentity
+from ublk_gadget.spec import parse_spec
+from ublk_gadget.state import (
+    DaemonState,
+    DeviceState,
+    StateError,
+    StateMissing,
+    adoption_lock,
+    read_state,
+    write_state,
+)
+
+RECOVERY = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE
+
+
+class Clock:
+    """Monotonic time that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeKernel:
+    """The control commands a handover issues, answered by the driver's recovery rules."""
+
+    clock: Clock
+    devices: dict[int, ublksrv_ctrl_dev_info] = field(default_factory=dict)
+    busy_until: dict[int, float] = field(default_factory=dict)  # the old server lets go then
+    quiesce_busy: int = 0  # QUIESCE_DEV answers EBUSY this many times first
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
+    started: set[int] = field(default_factory=set)
+    end_fails: dict[int, int] = field(default_factory=dict)
+
+    def add(self, dev_id: int, *, state: int = UBLK_S_DEV_QUIESCED, pid: int = -1,
+            flags: int = RECOVERY, queues: int = 2, depth: int = 64) -> None:
+        info = ublksrv_ctrl_dev_info()
+        info.dev_id, info.state, info.ublksrv_pid, info.flags = dev_id, state, pid, flags
+        info.nr_hw_queues, info.queue_depth = queues, depth
+        self.devices[dev_id] = info
+
+    def get_dev_info2(self, dev_id: int) -> ublksrv_ctrl_dev_info:
+        self.calls.append(("GET_DEV_INFO2", dev_id, 0))
+        if dev_id not in self.devices:
+            raise UblkError(errno.ENODEV, "GET_DEV_INFO2")
+        return ublksrv_ctrl_dev_info.from_buffer_copy(self.devices[dev_id])
+
+    def start_user_recovery(self, dev_id: int) -> None:
+        self.calls.append(("START_USER_RECOVERY", dev_id, 0))
+        if dev_id in self.started:  # 6.12: nr_queues_ready was reset by the first START
+            raise UblkError(errno.EINVAL, "START_USER_RECOVERY")
+        if self.clock() < self.busy_until.get(dev_id, 0.0):
+            raise UblkError(errno.EBUSY, "START_USER_RECOVERY")
+        self.started.add(dev_id)
+
+    def end_user_recovery(self, dev_id: int, daemon_pid: int | None = None) -> None:
+        self.calls.append(("END_USER_RECOVERY", dev_id, daemon_pid or 0))
+        if self.end_fails.get(dev_id):
+            raise UblkError(self.end_fails[dev_id], "END_USER_RECOVERY")
+        self.devices[dev_id].state = UBLK_S_DEV_LIVE
+        self.devices[dev_id].ublksrv_pid = daemon_pid or os.getpid()
+
+    def quiesce_dev(self, dev_id: int, timeout_ms: int = 0) -> None:
+        self.calls.append(("QUIESCE_DEV", dev_id, timeout_ms))
+        if timeout_ms == 0:
+            raise AssertionError("QUIESCE_DEV with timeout 0 waits forever")
+        if self.quiesce_busy:
+            self.quiesce_busy -= 1
+            self.clock.sleep(timeout_ms / 1000)  # the kernel waited that long
+            raise UblkError(errno.EBUSY, "QUIESCE_DEV")
+
+    def named(self, command: str) -> list[tuple[int, int]]:
+        return [(dev, arg) for name, dev, arg in self.calls if name == command]
+
+
+@dataclass
+class ServedDevice:
+    """What the daemon's device lifecycle returns; records what happened to it."""
+
+    dev_id: int
+    flags: int
+    fd: int = -1
+    journal: list[str] | None = None
+
+    def release(self) -> None:
+        if self.journal is not None:
+            self.journal.append(f"release {self.dev_id}")
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# --- the owner's half ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "seconds"),
+                         [("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0),
+                          ("1.5h", 5400.0), (" 10 s ", 10.0)])
+def test_durations_read_like_a_person_writes_them(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5s", "0", "0ms", "5 days"])
+def test_a_duration_that_is_not_positive_and_finite_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_quiesce_retries_ebusy_with_bounded_calls_never_zero() -> None:
+    clock = Clock()
+    kernel = FakeKernel(clock, quiesce_busy=3)
+    assert quiesce(kernel, 5, Deadline(10, clock), clock.sleep) is True
+    timeouts = [ms for _, ms in kernel.named("QUIESCE_DEV")]
+    assert len(timeouts) == 4
+    assert all(0 < ms <= handover.QUIESCE_SLICE_MS for ms in timeouts)
+
+
+def test_quiesce_gives_up_at_its_deadline_instead_of_waiting_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    kernel = FakeKernel(clock, quiesce_busy=10**6)
+    assert quiesce(kernel, 5, Deadline(2.0, clock), clock.sleep) is False
+    assert 2.0 <= clock.now < 2.0 + handover.QUIESCE_SLICE_MS / 1000 + 0.1
+    assert "still EBUSY" in caplog.text
+
+
+def test_hand_over_quiesces_then_releases_device_by_device() -> None:
+    clock = Clock()
+    kernel = FakeKernel(clock)
+    journal: list[str] = []
+    devices = [ServedDevice(1, RECOVERY | UBLK_F_QUIESCE, journal=journal),
+               ServedDevice(2, RECOVERY | UBLK_F_QUIESCE, journal=journal)]
+
+    class Recording(FakeKernel):
+        def quiesce_dev(self, dev_id: int, timeout_ms: int = 0) -> None:
+            journal.append(f"quiesce {dev_id}")
+            super().quiesce_dev(dev_id, timeout_ms)
+
+    kernel = Recording(clock)
+    assert hand_over(kernel, devices) == ["quiesced", "quiesced"]
+    assert journal == ["quiesce 1", "release 1", "quiesce 2", "release 2"]
+
+
+def test_without_quiesce_support_the_handover_drains_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    kernel = FakeKernel(Clock())
+    journal: list[str] = []
+    assert hand_over(kernel, [ServedDevice(4, RECOVERY, journal=journal)]) == ["drained"]
+    assert kernel.named("QUIESCE_DEV") == []
+    assert journal == ["release 4"]
+    assert "device 4: no UBLK_F_QUIESCE" in caplog.text
+    assert "drain-and-release" in caplog.text
+
+
+def test_a_quiesce_the_kernel_refuses_still_releases_the_device() -> None:
+    class Refusing(FakeKernel):
+        def quiesce_dev(self, dev_id: int, timeout_ms: int = 0) -> None:
+            raise UblkError(errno.ENODEV, "QUIESCE_DEV")
+
+    journal: list[str] = []
+    how = hand_over(Refusing(Clock()), [ServedDevice(4, RECOVERY | UBLK_F_QUIESCE,
+                                                     journal=journal)])
+    assert how == ["drained"] and journal == ["release 4"]
+
+
+# --- the successor's half ---------------------------------------------------------------------
+
+SPEC = "mem,size=1048576,queues=2,depth=64"
+
+
+def write_example_state(path: Path, owner: ProcessIdentity, dev_ids: tuple[int, ...]) -> str:
+    devices = tuple(DeviceState.of(d, parse_spec(SPEC), RECOVERY) for d in dev_ids)
+    write_state(str(path), DaemonState(owner=owner, devices=devices))
+    return str(path)
+
+
+def dead_owner() -> ProcessIdentity:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    ident = ProcessIdentity.of(proc.pid)
+    proc.wait()
+    return ident
+
+
+class Successor:
+    """Runs ``adopt`` against a FakeKernel and records what the lifecycle was asked to do."""
+
+    def __init__(self, kernel: FakeKernel, state_path: str) -> None:
+        self.kernel = kernel
+        self.path = state_path
+        self.served: list[ServedDevice] = []
+        self.journal: list[str] = []
+        self.fail_attach: int | None = None
+
+    def attach(self, rec: DeviceState, info: ublksrv_ctrl_dev_info, fd: int) -> ServedDevice:
+        if rec.dev_id == self.fail_attach:
+            raise OSError(errno.ENOMEM, "no memory for the queue buffers")
+        assert (info.dev_id, info.nr_hw_queues) == (rec.dev_id, rec.queues)
+        dev = ServedDevice(rec.dev_id, int(info.flags), fd, self.journal)
+        self.journal.append(f"attach {rec.dev_id}")
+        self.served.append(dev)
+        return dev
+
+    def open_dev(self, dev_id: int, deadline: Deadline, sleep: object) -> int:
+        self.journal.append(f"open {dev_id}")
+        return os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+
+    def run(self, seconds: float = 30.0) -> object:
+        clock = self.kernel.clock
+        return adopt(self.kernel, self.path, self.attach, Deadline(seconds, clock),
+                     clock.sleep, self.open_dev)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_a_crashed_owner_s_devices_are_adopted(tmp_path: Path, clock: Clock) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 3))
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    kernel.add(3)
+    successor = Successor(kernel, path)
+    successor.run()
+    assert kernel.named("START_USER_RECOVERY") == [(0, 0), (3, 0)]
+    assert kernel.named("END_USER_RECOVERY") == [(0, os.getpid()), (3, os.getpid())]
+    assert successor.journal == ["open 0", "attach 0", "open 3", "attach 3"]
+    rewritten = read_state(path)
+    assert rewritten.owner == ProcessIdentity.current()
+    assert [d.dev_id for d in rewritten.devices] == [0, 3]
+
+
+def test_start_is_retried_while_busy_and_never_repeated_once_it_worked(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
+    kernel = FakeKernel(clock, busy_until={0: 0.5, 1: 1.5})
+    kernel.add(0)
+    kernel.add(1)
+    Successor(kernel, path).run()
+    starts = [dev for dev, _ in kernel.named("START_USER_RECOVERY")]
+    assert starts.count(0) > 1 and starts.count(1) > 1  # EBUSY was retried ...
+    assert kernel.started == {0, 1}  # ... and the model's EINVAL for a second START never hit
+    assert starts == sorted(starts)  # device 0 finished before device 1 was touched
+
+
+def test_past_the_deadline_everything_taken_is_released_and_the_state_kept(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
+    before = Path(path).read_bytes()
+    kernel = FakeKernel(clock, busy_until={1: 10**9})
+    kernel.add(0)
+    kernel.add(1, state=UBLK_S_DEV_LIVE, pid=999_999)
+    successor = Successor(kernel, path)
+    with pytest.raises(AdoptError, match=r"device 1 was not released within 5 s .*pid 999999"):
+        successor.run(seconds=5)
+    assert 5 <= clock.now < 5.1
+    assert successor.journal == ["open 0", "attach 0", "release 0"]
+    assert Path(path).read_bytes() == before
+
+
+def test_a_failing_attach_releases_the_devices_taken_before_it(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
+    before = Path(path).read_bytes()
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    kernel.add(1)
+    successor = Successor(kernel, path)
+    successor.fail_attach = 1
+    fds_before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="no memory"):
+        successor.run()
+    assert successor.journal == ["open 0", "attach 0", "open 1", "release 0"]
+    assert set(os.listdir("/proc/self/fd")) == fds_before  # device 1's fd closed too
+    assert Path(path).read_bytes() == before
+
+
+def test_an_end_user_recovery_failure_releases_and_reports(tmp_path: Path, clock: Clock) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0,))
+    kernel = FakeKernel(clock, end_fails={0: errno.EINTR})
+    kernel.add(0)
+    successor = Successor(kernel, path)
+    with pytest.raises(UblkError, match="END_USER_RECOVERY failed: EINTR"):
+        successor.run()
+    assert successor.journal[-1] == "release 0"
+
+
+def test_einval_from_start_is_explained_not_retried(tmp_path: Path, clock: Clock) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0,))
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    kernel.started.add(0)  # an earlier successor started it and died
+    with pytest.raises(AdoptError, match="EINVAL.*earlier successor died"):
+        Successor(kernel, path).run()
+    assert kernel.named("START_USER_RECOVERY") == [(0, 0)]
+
+
+HUP_REPORTER = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGHUP, lambda *a: print('HUP', flush=True))\n"
+    "print('ready', flush=True)\n"
+    "while True: time.sleep(0.05)\n"
+)
+
+
+@pytest.fixture
+def live_owner() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, "-c", HUP_REPORTER], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def hups_received(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    return out
+
+
+def test_a_live_owner_is_asked_to_hand_over(
+    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
+) -> None:
+    path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
+    kernel = FakeKernel(clock, busy_until={2: 1.0})
+    kernel.add(2, state=UBLK_S_DEV_LIVE, pid=live_owner.pid)
+    Successor(kernel, path).run()
+    assert hups_received(live_owner) == "HUP\n"
+    assert kernel.started == {2}
+
+
+def test_an_unrelated_process_with_the_owner_s_pid_is_not_signalled(
+    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    impostor_record = ProcessIdentity.of(live_owner.pid)
+    recorded = ProcessIdentity(impostor_record.pid, impostor_record.start_time - 1,
+                               impostor_record.boot_id, impostor_record.exe,
+                               impostor_record.cmdline)  # the owner that had this pid before
+    path = write_example_state(tmp_path / "s.json", recorded, (2,))
+    kernel = FakeKernel(clock, busy_until={2: 1.0})  # the kernel's cleanup after the crash
+    kernel.add(2, state=UBLK_S_DEV_LIVE, pid=live_owner.pid)
+    Successor(kernel, path).run()
+    assert hups_received(live_owner) == ""
+    assert "is not the recorded owner" in caplog.text
+    assert kernel.started == {2}
+
+
+def test_a_device_served_by_another_pid_does_not_get_the_owner_signalled(
+    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
+) -> None:
+    path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
+    kernel = FakeKernel(clock, busy_until={2: 10**9})
+    kernel.add(2, state=UBLK_S_DEV_LIVE, pid=1)
+    with pytest.raises(AdoptError, match="not released"):
+        Successor(kernel, path).run(seconds=1)
+    assert hups_received(live_owner) == ""
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda k: None, "device 1 named in .* does not exist"),
+        (lambda k: k.add(1, flags=0), "added without UBLK_F_USER_RECOVERY"),
+        (lambda k: k.add(1, state=UBLK_S_DEV_DEAD), r"not started \(DEAD\)"),
+        (lambda k: k.add(1, queues=1), "1 queues of depth 64, the state file says 2 of 64"),
+    ],
+)
+def test_a_device_unlike_its_record_is_refused_before_anything_is_touched(
+    tmp_path: Path, clock: Clock, setup: object, message: str
+) -> None:
+    path = write_example_state(tmp_path / "s.json", dead_owner(), (0, 1))
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    setup(kernel)  # type: ignore[operator]
+    successor = Successor(kernel, path)
+    with pytest.raises(AdoptError, match=message):
+        successor.run()
+    assert {name for name, _, _ in kernel.calls} == {"GET_DEV_INFO2"}
+    assert successor.journal == []
+
+
+def test_a_state_file_from_an_earlier_boot_is_refused(tmp_path: Path, clock: Clock) -> None:
+    me = ProcessIdentity.current()
+    stale = ProcessIdentity(me.pid, me.start_time, "an-earlier-boot", me.exe, me.cmdline)
+    path = write_example_state(tmp_path / "s.json", stale, (0,))
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    with pytest.raises(AdoptError, match="before this host last booted"):
+        Successor(kernel, path).run()
+    assert kernel.calls == []
+
+
+def test_no_state_file_means_nothing_to_adopt(tmp_path: Path, clock: Clock) -> None:
+    kernel = FakeKernel(clock)
+    with pytest.raises(StateMissing):
+        Successor(kernel, str(tmp_path / "absent.json")).run()
+    assert kernel.calls == []
+
+
+def test_a_second_successor_waits_its_turn(tmp_path: Path, clock: Clock) -> None:
+    path = write_example_state(tmp_path / "s.json", dead_owner(), (0,))
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    with adoption_lock(path):
+        with pytest.raises(StateError, match="another ublk-gadget is adopting"):
+            Successor(kernel, path).run()
+    assert kernel.calls == []
