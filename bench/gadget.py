@@ -85,10 +85,9 @@ class Gadget:
         devices: list[str],
         log: Path,
         state_file: str | None = None,
-        wrap: list[str] | None = None,
     ) -> Gadget:
         """Start a gadget serving ``devices`` (SPECs), recording its state for a successor."""
-        argv = [*(wrap or []), executable(), "serve"]
+        argv = [executable(), "serve"]
         for spec in devices:
             argv += ["--device", spec]
         if state_file:
@@ -96,9 +95,9 @@ class Gadget:
         return cls(argv, log)
 
     @classmethod
-    def adopt(cls, state_file: str, log: Path, wrap: list[str] | None = None) -> Gadget:
+    def adopt(cls, state_file: str, log: Path) -> Gadget:
         """Start a successor that adopts the devices named in ``state_file``."""
-        return cls([*(wrap or []), executable(), "serve", "--adopt", "--state-file", state_file], log)
+        return cls([executable(), "serve", "--adopt", "--state-file", state_file], log)
 
     @property
     def block_devices(self) -> list[str]:

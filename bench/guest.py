@@ -34,14 +34,14 @@ def make_backing_file(path: str, size: int) -> None:
             f.write(chunk)
 
 
-def all_peers(kublk: str, log_dir: Path, wrap: dict[str, list[str]]) -> dict[str, peers.Peer]:
+def all_peers(kublk: str, log_dir: Path, profile: dict[str, Path]) -> dict[str, peers.Peer]:
     return {
         "null_blk": peers.null_blk,
         "loop": peers.loop,
         "kublk-null": peers.kublk_null(kublk),
         "kublk-loop": peers.kublk_loop(kublk),
         **{
-            f"gadget-{t}": peers.gadget(t, log_dir, wrap.get(f"gadget-{t}"))
+            f"gadget-{t}": peers.gadget(t, log_dir, profile.get(f"gadget-{t}"))
             for t in ("null", "mem", "file")
         },
     }
@@ -113,12 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     make_backing_file(BACKING_FILE, a.size)
     wanted = a.workloads.split(",")
     workloads = tuple(w for w in fio.WORKLOADS if w.name in wanted)
-    wrap = {
-        name: ["py-spy", "record", "--subprocesses", "--rate", "250", "--format", "speedscope",
-               "-o", str(a.out / f"profile-{name}.json"), "--"]
-        for name in a.profile.split(",") if name
-    }  # fmt: skip
-    available = all_peers(a.kublk, log_dir, wrap)
+    profile = {name: a.out / f"profile-{name}.txt" for name in a.profile.split(",") if name}
+    available = all_peers(a.kublk, log_dir, profile)
     order = [n for n in a.peers.split(",") if n]
     unknown = [n for n in order if n not in available]
     if unknown:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -119,19 +120,39 @@ def kublk_loop(binary: str) -> Peer:
     return peer
 
 
-def gadget(target: str, log_dir: Path, wrap: list[str] | None = None) -> Peer:
-    """A gadget device of ``target`` (null, mem or file); ``wrap`` prefixes the command (py-spy)."""
+def gadget(target: str, log_dir: Path, profile: Path | None = None) -> Peer:
+    """A gadget device of ``target`` (null, mem or file); ``profile``: py-spy samples it there."""
 
     @contextmanager
     def peer(g: Geometry) -> Iterator[Device]:
         spec = f"{target},queues={g.queues},depth={g.depth}"
         spec += f",path={g.backing_file}" if target == "file" else f",size={g.size}"
-        served = Gadget.serve([spec], log_dir / f"gadget-{target}.log", wrap=wrap)
+        served = Gadget.serve([spec], log_dir / f"gadget-{target}.log")
         try:
-            yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec}")
+            with profiled(served.pid, profile):
+                yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec}")
         finally:
             code = served.stop()
             if code != 0:
                 raise RuntimeError(f"gadget {target} exited {code} on SIGTERM; log {served.log}")
 
     return peer
+
+
+@contextmanager
+def profiled(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample ``pid``'s Python stacks with py-spy (all threads, native frames off) into ``out``,
+    as collapsed stacks: one line per distinct stack with its sample count."""
+    if out is None:
+        yield
+        return
+    cmd = ["py-spy", "record", "--pid", str(pid), "--threads", "--rate", "100", "--nonblocking",
+           "--format", "raw", "--output", str(out)]  # fmt: skip
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        _, err = spy.communicate(timeout=60)
+        if not out.exists():
+            raise RuntimeError(f"{' '.join(cmd)}: no profile written: {err.strip()}")

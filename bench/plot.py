@@ -7,6 +7,8 @@ longest spanning I/O drawn as a bar from issue to completion and labelled.  Agg 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,8 @@ def latency_over_time(
     log: LatLog, stalls: Sequence[Stall], steady_p99_s: float, title: str, out: Path
 ) -> Path:
     """Write the PNG to ``out`` and return its path."""
+    if "MPLCONFIGDIR" not in os.environ and not os.access(Path.home(), os.W_OK):
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")  # the VM's / is read-only
     import matplotlib
 
     matplotlib.use("Agg")
