@@ -1,0 +1,107 @@
+"""``ublk-gadget``: serve, features, list.
+
+Exit status is the contract scripts rely on: 0 done, 2 bad usage (the command line or what
+it names on the host: a SPEC, a missing or too small file), 1 a runtime failure (no driver,
+no liburing-ffi, not permitted, a command the kernel refused).  Either way stderr gets one
+line naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ublk_bindings.errors import LiburingUnavailable
+
+from . import daemon
+from .spec import TARGETS, SpecError, parse_spec
+from .state import StateError
+from .targets import TargetError
+
+PROG = "ublk-gadget"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+SPEC_HELP = f"""\
+SPEC is TARGET[,key=value...] with TARGET one of {", ".join(TARGETS)}:
+  null    reads return zeroes, writes are dropped      (needs size=)
+  mem     RAM-backed, allocated as written             (needs size=)
+  file    a regular file or a block device             (needs path=)
+keys:
+  size=N        bytes, with K/M/G/T suffixes; a file target defaults to the file's size
+  path=P        the file or block device (file)
+  queues=N      hardware queues, one thread each         (default 1)
+  depth=N       requests in flight per queue, 1..4096    (default 64)
+  block_size=N  logical block size, 512 or 4096          (default 512)
+  read_only=1   a read-only device
+example: ublk-gadget serve --device mem,size=256M --device file,path=/srv/disk.img,queues=2
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="The reference ublk server: null, mem and file targets "
+                     "on /dev/ublkbN.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve", help="serve devices until SIGTERM or SIGINT",
+        description="Create the devices, print one JSON line {\"event\": \"ready\", ...} on "
+        "stdout once all are live, serve them until SIGTERM or SIGINT, then stop and delete them.",
+        epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--device", metavar="SPEC", action="append", required=True,
+                       help="a device to serve (repeatable)")
+    serve.add_argument("--state-file", metavar="PATH",
+                       help="keep the owned devices' state here (JSON, replaced atomically)")
+
+    sub.add_parser("features", help="print this kernel's decoded UBLK_U_CMD_GET_FEATURES")
+    listing = sub.add_parser("list", help="list the ublk devices on this host")
+    for p in (sub.choices["features"], listing):
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def explain(e: BaseException) -> str:
+    """One line naming the cause of a runtime failure."""
+    if isinstance(e, FileNotFoundError) and e.filename == daemon.CONTROL_PATH:
+        return f"ublk_drv is not loaded: {daemon.CONTROL_PATH} does not exist (modprobe ublk_drv)"
+    if isinstance(e, LiburingUnavailable):
+        return f"liburing-ffi missing: {e}"
+    if isinstance(e, OSError) and e.errno in (errno.EPERM, errno.EACCES):
+        return f"not permitted: {e} (creating ublk devices needs CAP_SYS_ADMIN)"
+    return str(e) or type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format=f"{PROG}[%(process)d]: %(message)s")
+    try:
+        if args.command == "serve":
+            specs = [parse_spec(text) for text in args.device]
+            return daemon.serve(specs, state_file=args.state_file)
+        if args.command == "features":
+            return daemon.print_features(as_json=args.json)
+        return daemon.print_devices(as_json=args.json)
+    except (SpecError, TargetError, StateError, daemon.UsageError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, LiburingUnavailable, daemon.GadgetError) as e:
+        print(f"{PROG}: {explain(e)}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

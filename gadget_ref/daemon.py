@@ -1,0 +1,215 @@
+"""The daemon: several devices, the ready line, signals, and a clean end.
+
+Order matters for "never leave a device behind": every SPEC and every target is checked
+before ``/dev/ublk-control`` is opened; devices are created one by one and each one that got
+created is stopped and deleted on any way out (a later device failing, a signal during setup,
+a queue thread dying, SIGTERM/SIGINT while serving).  Signals are taken by the main thread
+only: queue threads block them, so a signal always interrupts the thread that must act on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+from ublk_bindings import (
+    UBLK_F_QUIESCE,
+    UBLK_F_USER_RECOVERY,
+    UBLK_F_USER_RECOVERY_REISSUE,
+)
+from ublk_bindings.ctrl import CONTROL_PATH, Control
+
+from . import report
+from .device import DAEMON_SIGNALS, Device
+from .spec import DeviceSpec
+from .state import DaemonState, DeviceState, refuse_existing, remove_state, write_state
+from .targets import Target, open_target
+
+__all__ = ["CONTROL_PATH", "GadgetError", "UsageError", "serve", "print_features",
+           "print_devices", "device_flags"]
+
+log = logging.getLogger("ublk_gadget")
+
+# SIGHUP stops too, for now: live handover (issue 5) will make it "drain and hand over".
+STOP_SIGNALS = tuple(sorted(DAEMON_SIGNALS))
+HEALTH_CHECK_S = 1.0
+
+
+class UsageError(ValueError):
+    """The command line asks for something this host cannot give: exit status 2."""
+
+
+class GadgetError(RuntimeError):
+    """Serving failed after setup (a queue thread died): exit status 1."""
+
+
+def device_flags(features: int | None) -> int:
+    """The ``UBLK_F_*`` to ask ADD_DEV for, chosen from GET_FEATURES and nothing else.
+
+    User recovery (with REISSUE: requests in flight when the server goes are sent again to its
+    successor) and QUIESCE are what a live handover needs; a kernel that does not offer them
+    still gets a device, just not one that can be handed over.
+    """
+    if features is None:  # no GET_FEATURES (Linux < 6.5): ask for nothing optional
+        return 0
+    wanted = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | UBLK_F_QUIESCE
+    flags = features & wanted
+    if not flags & UBLK_F_USER_RECOVERY:
+        flags &= ~UBLK_F_USER_RECOVERY_REISSUE
+    return flags
+
+
+class _StopRequest:
+    """Set by a signal or by a queue thread that failed; the main thread waits on it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: int | None = None
+        self.failure: BaseException | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is None:
+            log.info("%s: stopping", signal.Signals(signum).name)
+        self.signal = signum
+        self.event.set()
+
+    def on_failure(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.event.set()
+
+
+@contextmanager
+def _signals_to(stop: _StopRequest) -> Iterator[None]:
+    previous = {s: signal.signal(s, stop.on_signal) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _open_targets(specs: Sequence[DeviceSpec]) -> list[Target]:
+    opened: list[Target] = []
+    try:
+        for spec in specs:
+            opened.append(open_target(spec))
+    except BaseException:
+        for target in opened:
+            target.close()
+        raise
+    return opened
+
+
+def _state(devices: Sequence[Device]) -> DaemonState:
+    return DaemonState.owned_by_this_process(
+        DeviceState.of(d.dev_id, d.spec, d.flags) for d in devices
+    )
+
+
+def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
+    """``ublk-gadget serve``: returns the exit status once every device is gone."""
+    if state_file is not None:
+        refuse_existing(state_file)
+    targets = _open_targets(specs)  # bad input fails here, before any device exists
+    stop = _StopRequest()
+    devices: list[Device] = []
+    try:
+        with _signals_to(stop), Control() as ctrl:
+            flags = device_flags(ctrl.features)
+            for spec, target in zip(specs, targets):
+                if stop.event.is_set():
+                    break
+                devices.append(Device.create(ctrl, spec.with_size(target.size), target, flags))
+            try:
+                if not stop.event.is_set():
+                    if state_file is not None:
+                        write_state(state_file, _state(devices))
+                    print(report.ready_line(d.describe() for d in devices), flush=True)
+                    log.info("serving %s", ", ".join(d.block_device for d in devices))
+                    _serve_until_stopped(stop, devices)
+            finally:
+                _teardown(devices)
+                if state_file is not None:
+                    remove_state(state_file)
+    finally:
+        for target in targets:
+            target.close()
+    if stop.failure is not None:
+        raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
+    return 0
+
+
+def _serve_until_stopped(stop: _StopRequest, devices: Sequence[Device]) -> None:
+    """Sleep until a signal comes; wake now and then to notice a queue thread that died."""
+    while not stop.event.wait(HEALTH_CHECK_S):
+        for device in devices:
+            failure = device.failure()
+            if failure is not None:
+                log.error("%s: a queue stopped serving: %s", device.block_device, failure)
+                stop.on_failure(failure)
+
+
+def _teardown(devices: list[Device]) -> None:
+    """Stop and delete every device, newest first; one failing does not spare the others."""
+    errors: list[BaseException] = []
+    while devices:
+        device = devices.pop()
+        try:
+            device.stop_and_delete()
+        except Exception as e:  # keep going: the remaining devices must go too
+            log.error("%s: %s", device.block_device, e)
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def print_features(as_json: bool = False) -> int:
+    """``ublk-gadget features``."""
+    with Control() as ctrl:
+        if ctrl.features is None:
+            raise GadgetError(f"this kernel has no GET_FEATURES ({ctrl.features_error})")
+        if as_json:
+            print(json.dumps({"features": ctrl.features,
+                              "names": report.feature_names(ctrl.features)}))
+        else:
+            print(report.format_features(ctrl.features))
+    return 0
+
+
+def ublk_device_ids() -> list[int]:
+    """The ids of the ublk devices on this host, from their char devices in sysfs."""
+    ids = []
+    for root in ("/sys/class/ublk-char", "/dev"):
+        try:
+            names = os.listdir(root)
+        except FileNotFoundError:
+            continue
+        ids = [int(n[5:]) for n in names if n.startswith("ublkc") and n[5:].isdigit()]
+        if root.startswith("/sys"):
+            break
+    return sorted(ids)
+
+
+def print_devices(as_json: bool = False) -> int:
+    """``ublk-gadget list``."""
+    rows = []
+    with Control() as ctrl:
+        for dev_id in ublk_device_ids():
+            try:
+                rows.append(report.device_row(ctrl.get_dev_info(dev_id)))
+            except OSError as e:  # deleted between the listing and the query
+                log.debug("ublkc%d: %s", dev_id, e)
+    if as_json:
+        print(json.dumps({"devices": rows}))
+    else:
+        print(report.format_device_table(rows))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,125 @@
+"""One gadget device: a target served on ``/dev/ublkbN`` through ``ublk_bindings.io.Device``.
+
+The runtime owns the device's life (ADD_DEV, SET_PARAMS, one thread and ring per queue,
+START_DEV; STOP_DEV, join, close, DEL_DEV, also when setup fails half-way; and the recovery
+path a handover will use).  This module
+adds what is the gadget's: the ADD_DEV request and the parameters a target calls for, one
+request handler per queue, queue threads that never take the daemon's signals, and the
+facts the ready line reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ublk_bindings import ublksrv_ctrl_dev_info
+from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_path
+from ublk_bindings.io import Device as UblkDevice
+
+from .handler import RequestHandler
+from .params import DEFAULT_MAX_IO_BYTES, device_params
+from .report import feature_names
+from .spec import DeviceSpec
+from .targets import Target
+
+log = logging.getLogger("ublk_gadget")
+
+#: Signals the daemon's main thread acts on; queue threads block them (see _signals_blocked).
+DAEMON_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+@contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Block the daemon's signals in this thread, so threads started meanwhile inherit the mask.
+
+    A signal that lands on a queue thread would leave the main thread asleep in its wait,
+    unaware; blocked there, it is delivered to the main thread instead (once unblocked).
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DAEMON_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def dev_info_request(spec: DeviceSpec, flags: int, max_io_bytes: int) -> ublksrv_ctrl_dev_info:
+    """The ADD_DEV payload: let the driver pick the number, ask for the spec's geometry."""
+    info = ublksrv_ctrl_dev_info()
+    info.dev_id = NEW_DEV_ID
+    info.nr_hw_queues = spec.queues
+    info.queue_depth = spec.depth
+    info.max_io_buf_bytes = max_io_bytes
+    info.flags = flags
+    return info
+
+
+class Device:
+    """A live device serving ``target``; make it with :meth:`create`."""
+
+    def __init__(self, spec: DeviceSpec, target: Target, ublk: UblkDevice) -> None:
+        assert ublk.info is not None
+        self.spec = spec
+        self.target = target
+        self.dev_id = ublk.dev_id
+        self.flags = int(ublk.info.flags)
+        """The UBLK_F_* the device has, as ADD_DEV wrote them back."""
+        self._ublk = ublk
+        self._reported: set[int] = set()
+
+    @classmethod
+    def create(cls, ctrl: Control, spec: DeviceSpec, target: Target, flags: int,
+               max_io_bytes: int = DEFAULT_MAX_IO_BYTES) -> Device:
+        """Add, configure and start a device; on any failure nothing of it is left."""
+        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target))
+        with _signals_blocked():
+            ublk.create(dev_info_request(spec, flags, max_io_bytes),
+                        device_params(target, max_io_bytes))
+        assert ublk.info is not None
+        if ublk.info.nr_hw_queues != spec.queues:  # the driver caps queues at the CPU count
+            log.info("ublkb%d: %d queues asked, the driver made %d", ublk.dev_id, spec.queues,
+                     ublk.info.nr_hw_queues)
+            spec = dataclasses.replace(spec, queues=int(ublk.info.nr_hw_queues))
+        device = cls(spec, target, ublk)
+        log.info("%s: %s", device.block_device, device.spec)
+        return device
+
+    @property
+    def block_device(self) -> str:
+        return block_dev_path(self.dev_id)
+
+    def describe(self) -> dict[str, Any]:
+        """This device's entry in the ready line."""
+        return {
+            "dev_id": self.dev_id,
+            "block_device": self.block_device,
+            "char_device": char_dev_path(self.dev_id),
+            **self.target.describe(),
+            "size": self.target.size,
+            "block_size": self.spec.block_size,
+            "queues": self.spec.queues,
+            "depth": self.spec.depth,
+            "read_only": self.spec.read_only,
+            "flags": feature_names(self.flags),
+        }
+
+    def failure(self) -> BaseException | None:
+        """A queue thread that died (its tags are no longer served), else None.
+
+        A handler that raised only failed its own request with EIO; that is logged once
+        per queue here and reported again when the device stops.
+        """
+        for q in self._ublk.queues:
+            if q is not None and q.error is not None and q.q_id not in self._reported:
+                self._reported.add(q.q_id)
+                log.error("%s queue %d: a request failed: %r", self.block_device, q.q_id, q.error)
+        return self._ublk.errors[0] if self._ublk.errors else None
+
+    def stop_and_delete(self) -> None:
+        """STOP_DEV (in-flight requests finish first), join the queues, DEL_DEV."""
+        self._ublk.stop()
+        log.info("%s: deleted", self.block_device)
