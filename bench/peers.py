@@ -141,12 +141,13 @@ def gadget(target: str, log_dir: Path, profile: Path | None = None) -> Peer:
 
 @contextmanager
 def profiled(pid: int, out: Path | None) -> Iterator[None]:
-    """Sample ``pid``'s Python stacks with py-spy (all threads, native frames off) into ``out``,
-    as collapsed stacks: one line per distinct stack with its sample count."""
+    """Sample ``pid``'s Python stacks with py-spy into ``out``, idle samples included (a queue
+    thread waiting in io_uring_enter is the kernel's share), as collapsed stacks: one line per
+    distinct stack with its sample count (``python -m bench.profile`` reads them)."""
     if out is None:
         yield
         return
-    cmd = ["py-spy", "record", "--pid", str(pid), "--threads", "--rate", "100", "--nonblocking",
+    cmd = ["py-spy", "record", "--pid", str(pid), "--threads", "--idle", "--rate", "100", "--nonblocking",
            "--format", "raw", "--output", str(out)]  # fmt: skip
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
