@@ -15,8 +15,9 @@ __all__ = ["UblkError", "UblkTimeout", "LiburingUnavailable", "check", "checked"
 
 
 # Where two names share a number, the one the kernel's sources use (Python's
-# errno.errorcode picks ENOTSUP and EDEADLOCK on Linux).
-_KERNEL_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK"}
+# errno.errorcode picks ENOTSUP and EDEADLOCK on Linux); ENOTSUPP is kernel-internal but
+# early ublk (6.1) lets it reach user space for an unknown command.
+_KERNEL_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK", 524: "ENOTSUPP"}
 
 
 def errno_name(err: int) -> str:
@@ -40,14 +41,14 @@ class UblkError(OSError):
 
     @property
     def errno_name(self) -> str:
-        return errno_name(self.errno)
+        return errno_name(self.errno or 0)
 
     def __str__(self) -> str:
         return f"{self.command} failed: {self.errno_name} ({self.strerror})"
 
     def __reduce__(self) -> tuple[type[UblkError], tuple[int, str]]:
         # OSError pickles as (errno, strerror); ours is (errno, command).
-        return (type(self), (self.errno, self.command))
+        return (type(self), (self.errno or 0, self.command))
 
 
 class UblkTimeout(UblkError, TimeoutError):
