@@ -2,7 +2,8 @@
 
 Whether the owner is alive (live upgrade) or dead (SIGKILL, OOM), the steps are the same:
 read and check the state, ask a *verified* live owner to let go (SIGHUP through a pidfd),
-then per device START_USER_RECOVERY, open /dev/ublkcN, FETCH every tag, END_USER_RECOVERY.
+then per device, through the runtime's ``Device.adopt``: START_USER_RECOVERY, open
+/dev/ublkcN, FETCH every tag, END_USER_RECOVERY.
 The kernel says when a device is adoptable: START_USER_RECOVERY answers EBUSY until the
 previous server has closed /dev/ublkcN and the device is QUIESCED, so the same retry loop
 waits for a draining owner and for the kernel's cleanup after a crash.
@@ -16,13 +17,11 @@ file is left as it was, so a later ``--adopt`` starts over from the same place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
-import os
 import signal
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from ublk_bindings import (
@@ -40,8 +39,6 @@ from .state import DaemonState, DeviceState, adoption_lock, read_state, write_st
 log = logging.getLogger("ublk_gadget.adopt")
 
 DEFAULT_DEADLINE_S = 60.0
-RETRY_S = 0.02
-"""Pause between EBUSY retries: the kernel's own release work polls at 3 ms."""
 
 
 class AdoptError(RuntimeError):
@@ -51,20 +48,12 @@ class AdoptError(RuntimeError):
 class RecoveryControl(Protocol):
     def get_dev_info2(self, dev_id: int) -> ublksrv_ctrl_dev_info: ...
 
-    def start_user_recovery(self, dev_id: int) -> None: ...
 
-    def end_user_recovery(self, dev_id: int, daemon_pid: int | None = None) -> None: ...
-
-
-Attach = Callable[[DeviceState, ublksrv_ctrl_dev_info, int], Releasable]
-"""The daemon's device lifecycle: serve ``record`` on the open /dev/ublkcN fd (taking it
-over), its queue threads FETCHing every tag; returns the served device."""
-
-
-@dataclass
-class Adopted:
-    state: DaemonState  # as rewritten, this process the owner
-    devices: list[Releasable]
+TakeOne = Callable[[DeviceState, ublksrv_ctrl_dev_info, Deadline], Releasable]
+"""The device lifecycle's recovery of one device (``ublk_bindings.io.Device.adopt``):
+START_USER_RECOVERY retried while EBUSY (once it succeeded, never again), open /dev/ublkcN,
+a thread per queue FETCHing every tag, END_USER_RECOVERY; all within the deadline, and
+nothing of it left behind if it fails."""
 
 
 def check_devices(
@@ -133,77 +122,60 @@ def ask_owner_to_let_go(
     return owner
 
 
-def start_recovery(
-    ctrl: RecoveryControl, dev_id: int, deadline: Deadline,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """START_USER_RECOVERY once it succeeds: EBUSY means "not released yet", so retry it."""
-    waited = False
-    while True:
-        try:
-            ctrl.start_user_recovery(dev_id)
-            return
-        except UblkError as e:
-            if e.errno == errno.EINVAL:
-                raise AdoptError(
-                    f"device {dev_id}: {e}: the kernel will not recover it (on Linux 6.12 and "
-                    "older this happens when an earlier successor died before its first queue "
-                    "was ready; only deleting the device helps)") from None
-            if e.errno != errno.EBUSY:
-                raise
-        if deadline.expired():
-            info = ctrl.get_dev_info2(dev_id)
-            raise AdoptError(f"device {dev_id} was not released within {deadline.seconds:g} s "
-                             f"(kernel server pid {info.ublksrv_pid}, state {info.state})")
-        if not waited:
-            log.info("device %d: waiting for the previous server to let go", dev_id)
-            waited = True
-        sleep(RETRY_S)
+def _explain(rec: DeviceState, e: UblkError, ctrl: RecoveryControl, deadline: Deadline) -> str:
+    if e.command == "START_USER_RECOVERY" and e.errno == errno.EBUSY:
+        info = ctrl.get_dev_info2(rec.dev_id)
+        return (f"device {rec.dev_id} was not released within {deadline.seconds:g} s "
+                f"(kernel server pid {info.ublksrv_pid}, state {info.state})")
+    if e.command == "START_USER_RECOVERY" and e.errno == errno.EINVAL:
+        return (f"device {rec.dev_id}: {e}: the kernel will not recover it (on Linux 6.12 and "
+                "older this happens when an earlier successor died before its first queue was "
+                "ready; only deleting the device helps)")
+    return f"device {rec.dev_id}: {e}"
 
 
-def open_char_dev(
-    dev_id: int, deadline: Deadline, sleep: Callable[[float], None] = time.sleep
-) -> int:
-    """Open /dev/ublkcN, retrying EBUSY (the kernel allows one opener) until ``deadline``."""
-    path = f"/dev/ublkc{dev_id}"
-    while True:
-        try:
-            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            if e.errno != errno.EBUSY or deadline.expired():
-                raise AdoptError(f"device {dev_id}: cannot open {path}: {e.strerror}") from None
-        sleep(RETRY_S)
+class Adoption:
+    """One successor's adoption of a state file; holds the file's adoption lock throughout.
 
-
-def adopt(
-    ctrl: RecoveryControl,
-    state_path: str,
-    attach: Attach,
-    deadline: Deadline,
-    sleep: Callable[[float], None] = time.sleep,
-    open_dev: Callable[[int, Deadline, Callable[[float], None]], int] = open_char_dev,
-) -> Adopted:
-    """Take every device of ``state_path``; on failure release what was taken and raise.
-
-    ``attach`` gets the open /dev/ublkcN and keeps it; if it raises, the fd is closed here.
+    Entering reads and checks the state and the devices (nothing is touched yet, so the
+    caller can still open the targets and give up cleanly); :meth:`take` does the handover.
     """
-    with adoption_lock(state_path):
-        state = read_state(state_path)
-        infos = check_devices(ctrl, state, state_path)
-        owner = ask_owner_to_let_go(ctrl, state.owner, infos)
+
+    def __init__(self, ctrl: RecoveryControl, state_path: str, deadline: Deadline) -> None:
+        self.ctrl = ctrl
+        self.path = state_path
+        self.deadline = deadline
+        self._stack = contextlib.ExitStack()
+        self.state: DaemonState
+        self.infos: dict[int, ublksrv_ctrl_dev_info]
+
+    def __enter__(self) -> Adoption:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(adoption_lock(self.path))
+            self.state = read_state(self.path)
+            self.infos = check_devices(self.ctrl, self.state, self.path)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def take(self, take_one: TakeOne) -> list[Releasable]:
+        """Ask the owner to let go, take every device in dev_id order, rewrite the state.
+
+        On any failure the devices taken so far are released again, the state file is left
+        as it was, and the error (AdoptError for the kernel's refusals) propagates.
+        """
+        owner = ask_owner_to_let_go(self.ctrl, self.state.owner, self.infos)
         taken: list[Releasable] = []
         try:
-            for rec in state.devices:
-                start_recovery(ctrl, rec.dev_id, deadline, sleep)
-                fd = open_dev(rec.dev_id, deadline, sleep)
+            for rec in self.state.devices:
                 try:
-                    dev = attach(rec, infos[rec.dev_id], fd)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                taken.append(dev)
-                ctrl.end_user_recovery(rec.dev_id, os.getpid())
+                    taken.append(take_one(rec, self.infos[rec.dev_id], self.deadline))
+                except UblkError as e:
+                    raise AdoptError(_explain(rec, e, self.ctrl, self.deadline)) from e
                 log.info("device %d adopted", rec.dev_id)
+            write_state(self.path, self.state.with_owner(ProcessIdentity.current()))
         except BaseException:
             for dev in reversed(taken):
                 dev.release()
@@ -211,6 +183,4 @@ def adopt(
         finally:
             if owner is not None:
                 owner.close()
-        adopted = state.with_owner(ProcessIdentity.current())
-        write_state(state_path, adopted)
-        return Adopted(adopted, taken)
+        return taken

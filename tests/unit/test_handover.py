@@ -1,20 +1,22 @@
-"""Handover and adoption logic against a model of the driver's recovery rules.
+"""Handover and adoption logic, against a fake of the control commands it issues.
 
-The model (FakeKernel) follows drivers/block/ublk_drv.c where it matters to the sequencing:
-START_USER_RECOVERY answers EBUSY until the previous server has let go and EINVAL when the
-device was already started (Linux 6.12); QUIESCE_DEV with 0 means "wait forever", which a
-handover must never ask for.  The real driver is exercised by tests/kernel/test_handover.py.
+The fake answers as drivers/block/ublk_drv.c does where it matters: QUIESCE_DEV with 0 means
+"wait forever" (a handover must never ask for it) and EBUSY when its timeout passed first;
+GET_DEV_INFO2 says which pid serves a device and in what state.  The per-device recovery
+commands are the runtime's (``ublk_bindings.io.Device.adopt``); here the device lifecycle is
+faked, and the real driver is exercised by tests/kernel/test_handover.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from ublk_bindings import (
 )
 from ublk_bindings.errors import UblkError
 from ublk_gadget import handover
-from ublk_gadget.adopt import AdoptError, adopt
+from ublk_gadget.adopt import AdoptError, Adoption
 from ublk_gadget.handover import Deadline, hand_over, parse_duration, quiesce
 from ublk_gadget.owner import ProcessIdentity
 from ublk_gadget.spec import parse_spec
@@ -67,11 +69,8 @@ class FakeKernel:
 
     clock: Clock
     devices: dict[int, ublksrv_ctrl_dev_info] = field(default_factory=dict)
-    busy_until: dict[int, float] = field(default_factory=dict)  # the old server lets go then
     quiesce_busy: int = 0  # QUIESCE_DEV answers EBUSY this many times first
     calls: list[tuple[str, int, int]] = field(default_factory=list)
-    started: set[int] = field(default_factory=set)
-    end_fails: dict[int, int] = field(default_factory=dict)
 
     def add(self, dev_id: int, *, state: int = UBLK_S_DEV_QUIESCED, pid: int = -1,
             flags: int = RECOVERY, queues: int = 2, depth: int = 64) -> None:
@@ -85,21 +84,6 @@ class FakeKernel:
         if dev_id not in self.devices:
             raise UblkError(errno.ENODEV, "GET_DEV_INFO2")
         return ublksrv_ctrl_dev_info.from_buffer_copy(self.devices[dev_id])
-
-    def start_user_recovery(self, dev_id: int) -> None:
-        self.calls.append(("START_USER_RECOVERY", dev_id, 0))
-        if dev_id in self.started:  # 6.12: nr_queues_ready was reset by the first START
-            raise UblkError(errno.EINVAL, "START_USER_RECOVERY")
-        if self.clock() < self.busy_until.get(dev_id, 0.0):
-            raise UblkError(errno.EBUSY, "START_USER_RECOVERY")
-        self.started.add(dev_id)
-
-    def end_user_recovery(self, dev_id: int, daemon_pid: int | None = None) -> None:
-        self.calls.append(("END_USER_RECOVERY", dev_id, daemon_pid or 0))
-        if self.end_fails.get(dev_id):
-            raise UblkError(self.end_fails[dev_id], "END_USER_RECOVERY")
-        self.devices[dev_id].state = UBLK_S_DEV_LIVE
-        self.devices[dev_id].ublksrv_pid = daemon_pid or os.getpid()
 
     def quiesce_dev(self, dev_id: int, timeout_ms: int = 0) -> None:
         self.calls.append(("QUIESCE_DEV", dev_id, timeout_ms))
@@ -226,32 +210,26 @@ def dead_owner() -> ProcessIdentity:
 
 
 class Successor:
-    """Runs ``adopt`` against a FakeKernel and records what the lifecycle was asked to do."""
+    """Adopts a state file through a fake device lifecycle that records what it was asked."""
 
     def __init__(self, kernel: FakeKernel, state_path: str) -> None:
         self.kernel = kernel
         self.path = state_path
-        self.served: list[ServedDevice] = []
         self.journal: list[str] = []
-        self.fail_attach: int | None = None
+        self.fails: dict[int, BaseException] = {}
 
-    def attach(self, rec: DeviceState, info: ublksrv_ctrl_dev_info, fd: int) -> ServedDevice:
-        if rec.dev_id == self.fail_attach:
-            raise OSError(errno.ENOMEM, "no memory for the queue buffers")
+    def take_one(self, rec: DeviceState, info: ublksrv_ctrl_dev_info,
+                 deadline: Deadline) -> ServedDevice:
         assert (info.dev_id, info.nr_hw_queues) == (rec.dev_id, rec.queues)
-        dev = ServedDevice(rec.dev_id, int(info.flags), fd, self.journal)
-        self.journal.append(f"attach {rec.dev_id}")
-        self.served.append(dev)
-        return dev
+        if rec.dev_id in self.fails:
+            self.journal.append(f"failed {rec.dev_id}")
+            raise self.fails[rec.dev_id]
+        self.journal.append(f"take {rec.dev_id}")
+        return ServedDevice(rec.dev_id, int(info.flags), journal=self.journal)
 
-    def open_dev(self, dev_id: int, deadline: Deadline, sleep: object) -> int:
-        self.journal.append(f"open {dev_id}")
-        return os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-
-    def run(self, seconds: float = 30.0) -> object:
-        clock = self.kernel.clock
-        return adopt(self.kernel, self.path, self.attach, Deadline(seconds, clock),
-                     clock.sleep, self.open_dev)
+    def run(self, seconds: float = 30.0) -> list[int]:
+        with Adoption(self.kernel, self.path, Deadline(seconds, self.kernel.clock)) as adoption:
+            return [dev.dev_id for dev in adoption.take(self.take_one)]
 
 
 @pytest.fixture
@@ -259,87 +237,63 @@ def clock() -> Clock:
     return Clock()
 
 
-def test_a_crashed_owner_s_devices_are_adopted(tmp_path: Path, clock: Clock) -> None:
-    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 3))
+def test_a_crashed_owner_s_devices_are_adopted_in_order(tmp_path: Path, clock: Clock) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (3, 0))
     kernel = FakeKernel(clock)
     kernel.add(0)
     kernel.add(3)
     successor = Successor(kernel, path)
-    successor.run()
-    assert kernel.named("START_USER_RECOVERY") == [(0, 0), (3, 0)]
-    assert kernel.named("END_USER_RECOVERY") == [(0, os.getpid()), (3, os.getpid())]
-    assert successor.journal == ["open 0", "attach 0", "open 3", "attach 3"]
+    assert successor.run() == [0, 3]
+    assert successor.journal == ["take 0", "take 3"]
     rewritten = read_state(path)
     assert rewritten.owner == ProcessIdentity.current()
     assert [d.dev_id for d in rewritten.devices] == [0, 3]
 
 
-def test_start_is_retried_while_busy_and_never_repeated_once_it_worked(
+def test_a_failure_releases_the_devices_taken_before_it_and_keeps_the_state(
     tmp_path: Path, clock: Clock
 ) -> None:
-    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
-    kernel = FakeKernel(clock, busy_until={0: 0.5, 1: 1.5})
-    kernel.add(0)
-    kernel.add(1)
-    Successor(kernel, path).run()
-    starts = [dev for dev, _ in kernel.named("START_USER_RECOVERY")]
-    assert starts.count(0) > 1 and starts.count(1) > 1  # EBUSY was retried ...
-    assert kernel.started == {0, 1}  # ... and the model's EINVAL for a second START never hit
-    assert starts == sorted(starts)  # device 0 finished before device 1 was touched
-
-
-def test_past_the_deadline_everything_taken_is_released_and_the_state_kept(
-    tmp_path: Path, clock: Clock
-) -> None:
-    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
-    before = Path(path).read_bytes()
-    kernel = FakeKernel(clock, busy_until={1: 10**9})
-    kernel.add(0)
-    kernel.add(1, state=UBLK_S_DEV_LIVE, pid=999_999)
-    successor = Successor(kernel, path)
-    with pytest.raises(AdoptError, match=r"device 1 was not released within 5 s .*pid 999999"):
-        successor.run(seconds=5)
-    assert 5 <= clock.now < 5.1
-    assert successor.journal == ["open 0", "attach 0", "release 0"]
-    assert Path(path).read_bytes() == before
-
-
-def test_a_failing_attach_releases_the_devices_taken_before_it(
-    tmp_path: Path, clock: Clock
-) -> None:
-    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1, 2))
     before = Path(path).read_bytes()
     kernel = FakeKernel(clock)
-    kernel.add(0)
-    kernel.add(1)
+    for dev in (0, 1, 2):
+        kernel.add(dev)
     successor = Successor(kernel, path)
-    successor.fail_attach = 1
-    fds_before = set(os.listdir("/proc/self/fd"))
+    successor.fails[2] = OSError(errno.ENOMEM, "no memory for the queue buffers")
     with pytest.raises(OSError, match="no memory"):
         successor.run()
-    assert successor.journal == ["open 0", "attach 0", "open 1", "release 0"]
-    assert set(os.listdir("/proc/self/fd")) == fds_before  # device 1's fd closed too
+    assert successor.journal == ["take 0", "take 1", "failed 2", "release 1", "release 0"]
     assert Path(path).read_bytes() == before
 
 
-def test_an_end_user_recovery_failure_releases_and_reports(tmp_path: Path, clock: Clock) -> None:
+def test_a_device_never_let_go_is_reported_with_its_server(tmp_path: Path, clock: Clock) -> None:
     path = write_example_state(tmp_path / "state.json", dead_owner(), (0,))
-    kernel = FakeKernel(clock, end_fails={0: errno.EINTR})
-    kernel.add(0)
+    kernel = FakeKernel(clock)
+    kernel.add(0, state=UBLK_S_DEV_LIVE, pid=999_999)
     successor = Successor(kernel, path)
-    with pytest.raises(UblkError, match="END_USER_RECOVERY failed: EINTR"):
-        successor.run()
-    assert successor.journal[-1] == "release 0"
+    successor.fails[0] = UblkError(errno.EBUSY, "START_USER_RECOVERY")
+    with pytest.raises(AdoptError, match=r"device 0 was not released within 5 s .*pid 999999"):
+        successor.run(seconds=5)
 
 
-def test_einval_from_start_is_explained_not_retried(tmp_path: Path, clock: Clock) -> None:
+def test_einval_from_start_is_explained(tmp_path: Path, clock: Clock) -> None:
     path = write_example_state(tmp_path / "state.json", dead_owner(), (0,))
     kernel = FakeKernel(clock)
     kernel.add(0)
-    kernel.started.add(0)  # an earlier successor started it and died
+    successor = Successor(kernel, path)
+    successor.fails[0] = UblkError(errno.EINVAL, "START_USER_RECOVERY")
     with pytest.raises(AdoptError, match="EINVAL.*earlier successor died"):
-        Successor(kernel, path).run()
-    assert kernel.named("START_USER_RECOVERY") == [(0, 0)]
+        successor.run()
+
+
+def test_other_kernel_refusals_name_the_device_and_command(tmp_path: Path, clock: Clock) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (4,))
+    kernel = FakeKernel(clock)
+    kernel.add(4)
+    successor = Successor(kernel, path)
+    successor.fails[4] = UblkError(errno.EINTR, "END_USER_RECOVERY")
+    with pytest.raises(AdoptError, match="device 4: END_USER_RECOVERY failed: EINTR"):
+        successor.run()
 
 
 HUP_REPORTER = (
@@ -370,38 +324,44 @@ def test_a_live_owner_is_asked_to_hand_over(
     tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
 ) -> None:
     path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
-    kernel = FakeKernel(clock, busy_until={2: 1.0})
+    kernel = FakeKernel(clock)
     kernel.add(2, state=UBLK_S_DEV_LIVE, pid=live_owner.pid)
-    Successor(kernel, path).run()
+    assert Successor(kernel, path).run() == [2]
     assert hups_received(live_owner) == "HUP\n"
-    assert kernel.started == {2}
 
 
 def test_an_unrelated_process_with_the_owner_s_pid_is_not_signalled(
     tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    impostor_record = ProcessIdentity.of(live_owner.pid)
-    recorded = ProcessIdentity(impostor_record.pid, impostor_record.start_time - 1,
-                               impostor_record.boot_id, impostor_record.exe,
-                               impostor_record.cmdline)  # the owner that had this pid before
+    now = ProcessIdentity.of(live_owner.pid)
+    recorded = dataclasses.replace(now, start_time=now.start_time - 1)  # an earlier holder
     path = write_example_state(tmp_path / "s.json", recorded, (2,))
-    kernel = FakeKernel(clock, busy_until={2: 1.0})  # the kernel's cleanup after the crash
-    kernel.add(2, state=UBLK_S_DEV_LIVE, pid=live_owner.pid)
-    Successor(kernel, path).run()
+    kernel = FakeKernel(clock)
+    kernel.add(2, state=UBLK_S_DEV_LIVE, pid=live_owner.pid)  # 7.2 looks the number up
+    assert Successor(kernel, path).run() == [2]
     assert hups_received(live_owner) == ""
     assert "is not the recorded owner" in caplog.text
-    assert kernel.started == {2}
 
 
-def test_a_device_served_by_another_pid_does_not_get_the_owner_signalled(
+def test_the_owner_is_not_signalled_when_the_kernel_names_another_server(
     tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
 ) -> None:
     path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
-    kernel = FakeKernel(clock, busy_until={2: 10**9})
+    kernel = FakeKernel(clock)
     kernel.add(2, state=UBLK_S_DEV_LIVE, pid=1)
-    with pytest.raises(AdoptError, match="not released"):
-        Successor(kernel, path).run(seconds=1)
+    Successor(kernel, path).run()
+    assert hups_received(live_owner) == ""
+
+
+def test_a_quiesced_device_s_stale_pid_is_not_signalled(
+    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
+) -> None:
+    """6.12 keeps the dead server's pid in dev_info: only a LIVE device's pid means anything."""
+    path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
+    kernel = FakeKernel(clock)
+    kernel.add(2, state=UBLK_S_DEV_QUIESCED, pid=live_owner.pid)
+    Successor(kernel, path).run()
     assert hups_received(live_owner) == ""
 
 
@@ -415,12 +375,12 @@ def test_a_device_served_by_another_pid_does_not_get_the_owner_signalled(
     ],
 )
 def test_a_device_unlike_its_record_is_refused_before_anything_is_touched(
-    tmp_path: Path, clock: Clock, setup: object, message: str
+    tmp_path: Path, clock: Clock, setup: Callable[[FakeKernel], None], message: str
 ) -> None:
     path = write_example_state(tmp_path / "s.json", dead_owner(), (0, 1))
     kernel = FakeKernel(clock)
     kernel.add(0)
-    setup(kernel)  # type: ignore[operator]
+    setup(kernel)
     successor = Successor(kernel, path)
     with pytest.raises(AdoptError, match=message):
         successor.run()
@@ -429,8 +389,7 @@ def test_a_device_unlike_its_record_is_refused_before_anything_is_touched(
 
 
 def test_a_state_file_from_an_earlier_boot_is_refused(tmp_path: Path, clock: Clock) -> None:
-    me = ProcessIdentity.current()
-    stale = ProcessIdentity(me.pid, me.start_time, "an-earlier-boot", me.exe, me.cmdline)
+    stale = dataclasses.replace(ProcessIdentity.current(), boot_id="an-earlier-boot")
     path = write_example_state(tmp_path / "s.json", stale, (0,))
     kernel = FakeKernel(clock)
     kernel.add(0)
