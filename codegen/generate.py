@@ -23,6 +23,12 @@ from .typetable import location
 def generate(header: Path, output: Path | None = None, *, kernel: str | None = None,
              include_dirs: tuple[Path, ...] = ()) -> str:
     """Python source for ``header``; ``output`` only decides the recorded relative path."""
+    return render(*build(header, output, kernel=kernel, include_dirs=include_dirs))
+
+
+def build(header: Path, output: Path | None = None, *, kernel: str | None = None,
+          include_dirs: tuple[Path, ...] = ()) -> tuple[Module, set[str]]:
+    """The model of ``header`` and the module-level helpers its Python code calls."""
     pre = preprocess(header, include_dirs)
     parsed = parse(pre)
     needs = Needs()
@@ -45,7 +51,7 @@ def generate(header: Path, output: Path | None = None, *, kernel: str | None = N
         typedefs=parsed.typedefs, records=parsed.records, enums=parsed.enums,
         constants=constants, families=families.infer(constants), functions=functions)
     _check_names(module)
-    return render(module, needs.helpers)
+    return module, needs.helpers
 
 
 def kernel_version(header: Path) -> str | None:

@@ -67,8 +67,8 @@ class _Evaluator:
         self.exprs: dict[str, IntExpr] = {}
         self.active: list[str] = []
         self.order: list[str] = []  # completion order: dependencies first
-        self.typedef_prelude = "".join(f"typedef int {name};\n"
-                                       for name in parsed.types.typedefs)
+        self.typedefs = set(parsed.types.typedefs)
+        self.parser = c_parser.CParser()  # reused: building one costs more than a parse
 
     def constant(self, name: str) -> IntExpr:
         if name in self.exprs:
@@ -118,10 +118,13 @@ class _Evaluator:
     def _parse(self, define: Define) -> c_ast.Node:
         body = _sizeof_ioctl_types(define.body)
         loc = define.location
-        text = (f"{self.typedef_prelude}# {loc.line} \"{loc.file}\"\n"
+        # The parser must know which names are types (for casts); declare only those used.
+        used = sorted(self.typedefs.intersection(re.findall(r"\w+", body)))
+        prelude = "".join(f"typedef int {name};\n" for name in used)
+        text = (f"{prelude}# {loc.line} \"{loc.file}\"\n"
                 f"int __ublk_codegen_macro = ({body});\n")
         try:
-            ast = c_parser.CParser().parse(text, loc.file)
+            ast = self.parser.parse(text, loc.file)
         except c_parser.ParseError as e:
             raise GenError(loc, f"macro {define.name}: body '{define.body}' is not an "
                                 f"integer expression ({e})") from None

@@ -125,6 +125,7 @@ class Function:
     body: list[str]
     location: Location
     c_signature: str
+    c_returns: str
     doc: str | None = None
 
 

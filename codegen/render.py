@@ -143,8 +143,8 @@ def trailing_comment(c: Constant) -> str:
 
 def function_doc(fn: Function) -> str:
     """The helper's C comment and its C signature (how to read it against the header)."""
-    signature = fn.c_signature.replace("inline static ", "static inline ")
-    text = f"{fn.doc}\n\nC: ``{signature}``" if fn.doc else f"C: ``{signature}``"
+    text = (f"{fn.doc}\n\nC: ``{fn.c_signature}``" if fn.doc
+            else f"C: ``{fn.c_signature}``")
     return docstring(text)
 
 

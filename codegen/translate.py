@@ -423,9 +423,12 @@ class FunctionTranslator:
         params = self._params(func.args)
         self.calls[decl.name] = self.returns
         self._statement(node.body, 1)
-        signature = c_generator.CGenerator().visit(decl).strip()
+        generator = c_generator.CGenerator()
+        signature = generator.visit(decl).strip().replace("inline static ", "static inline ")
+        where = location(node) or location(decl)
+        assert where is not None
         return Function(str(decl.name), params, self._annotation(self.returns), self.lines,
-                        location(node) or location(decl), signature)  # type: ignore[arg-type]
+                        where, signature, generator.visit(func.type).strip())
 
     def _lookup(self, name: str, node: c_ast.Node) -> Value:
         if name in self.locals:
