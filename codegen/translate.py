@@ -333,7 +333,10 @@ def binary(op: str, a: IntExpr, b: IntExpr, needs: Needs) -> IntExpr:
     prec = _BINARY_PREC[op]
     py_op = "//" if op == "/" else op
     if op in ("/", "%") and not (a.nonneg and b.nonneg):
-        raise _SubsetError(f"'{op}' on values that may be negative is not supported")
+        # C truncates toward zero where Python floors: call the module's C-style helper.
+        helper = "_c_div" if op == "/" else "_c_mod"
+        needs.helpers.add(helper)
+        return _finish(f"{helper}({a.src}, {b.src})", ATOM, t, False, 0, runtime)
     src = f"{_operand(a, prec)} {py_op} {_operand(b, prec + 1)}"
     if op == "&":
         bounds = [e.bits for e in (a, b) if e.nonneg]
