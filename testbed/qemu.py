@@ -1,0 +1,95 @@
+"""The VM: qemu's command line, the files that tell the guest's init what to run, and the run.
+
+Software emulation only: KVM on these hosts fails on modern guest kernels (see
+docs and the team's kernel-testbed notes).  The host's ``/`` is the guest's root, read-only over
+9p, so the guest runs this machine's Python, venv and tools unchanged.  Three 9p shares:
+``hostroot`` (/, read-only), ``testbedout`` (the checkout's .out/, writable, at the same path),
+``testbedctl`` (a per-run host directory: the command in, its exit status out; the command
+never sees it).  The serial console is qemu's stdout, so the command's output streams live.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from . import TestbedError
+from .kernel import Kernel
+
+EXIT_TIMEOUT = 124  # as timeout(1)
+EXIT_TESTBED = 125  # the test bed failed, not the command
+
+# The guest's /tmp, /run and /dev/shm are fresh tmpfs: host paths there are hidden in the guest.
+GUEST_TMPFS = (Path("/tmp"), Path("/run"), Path("/dev/shm"))
+
+
+def _virtfs(path: Path, tag: str, readonly: bool = False) -> list[str]:
+    opts = f"local,path={path},mount_tag={tag},security_model=passthrough,multidevs=remap"
+    return ["-virtfs", opts + (",readonly=on" if readonly else "")]
+
+
+def command(kernel: Kernel, initramfs: Path, out: Path, ctl: Path) -> list[str]:
+    """qemu's argv: 2 vCPUs under TCG, 3 GiB, no devices but the console and the shares."""
+    return [
+        "qemu-system-x86_64",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "3G",
+        "-kernel", str(kernel.vmlinuz),
+        "-initrd", str(initramfs),
+        # panic=-1: a guest panic reboots, which -no-reboot turns into qemu's exit;
+        # no_timer_check: under a loaded TCG host the IO-APIC timer check fails spuriously.
+        "-append", "console=ttyS0 quiet panic=-1 no_timer_check",
+        "-chardev", "stdio,id=console,signal=off",
+        "-serial", "chardev:console",
+        *_virtfs(Path("/"), "hostroot", readonly=True),
+        *_virtfs(out, "testbedout"),
+        *_virtfs(ctl, "testbedctl"),
+    ]  # fmt: skip
+
+
+def guest_script(cwd: Path, env: Mapping[str, str], argv: Sequence[str]) -> str:
+    """The shell script the guest runs chrooted: ``argv`` in ``cwd`` with exactly ``env``."""
+    assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
+    return f"cd {shlex.quote(str(cwd))} || exit {EXIT_TESTBED}\nexec env -i {assigns} {shlex.join(argv)}\n"
+
+
+def check_visible(path: Path, what: str) -> None:
+    """Refuse host paths the guest cannot see (under its tmpfs mounts) before a slow boot."""
+    for hidden in GUEST_TMPFS:
+        if path == hidden or hidden in path.parents:
+            raise TestbedError(f"{what} {path} is under {hidden}, which is a fresh tmpfs in the guest")
+
+
+def run(kernel: Kernel, initramfs: Path, out: Path, cwd: Path, env: Mapping[str, str], argv: Sequence[str], timeout: float) -> int:
+    """Boot, run ``argv`` in the guest, and return its exit status (or EXIT_TIMEOUT/EXIT_TESTBED)."""
+    check_visible(cwd, "working directory")
+    check_visible(out, "output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="testbed-ctl-") as tmp:
+        ctl = Path(tmp)
+        (ctl / "boot.env").write_text(f"TESTBED_OUT={shlex.quote(str(out))}\n")
+        (ctl / "cmd.sh").write_text(guest_script(cwd, env, argv))
+        sys.stdout.flush()
+        qemu = subprocess.Popen(command(kernel, initramfs, out, ctl), stdin=subprocess.DEVNULL)
+        try:
+            rc = qemu.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"\ntestbed: timed out after {timeout:g} s: killed qemu", file=sys.stderr)
+            return EXIT_TIMEOUT
+        finally:
+            if qemu.poll() is None:
+                qemu.send_signal(signal.SIGKILL)
+                qemu.wait()
+        status = ctl / "status"
+        if rc != 0:
+            print(f"testbed: qemu exited with status {rc}", file=sys.stderr)
+            return EXIT_TESTBED
+        if not status.exists():
+            print("testbed: the guest stopped without running the command to its end (console above)", file=sys.stderr)
+            return EXIT_TESTBED
+        return int(status.read_text())
