@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         source = generate(args.header, args.output, kernel=args.kernel,
                           include_dirs=tuple(args.include_dir))
     except (GenError, GenErrors) as e:
-        print(f"ublk-bindings-gen: error: {e}", file=sys.stderr)
+        for error in e.errors if isinstance(e, GenErrors) else [e]:
+            where = f"{error.location}: " if error.location else "ublk-bindings-gen: "
+            print(f"{where}error: {error.message}", file=sys.stderr)
         return 1
     args.output.write_text(source, encoding="utf-8")
     return 0

@@ -7,6 +7,7 @@ no absolute paths, no dict-order surprises.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,15 +44,6 @@ class _Class:
 
 def render(module: Module, helpers: set[str]) -> str:
     """The generated module's source text."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.filters["docstring"] = docstring
-    env.filters["comment"] = comment
-    env.filters["literal"] = constant_literal
-    env.filters["trailing"] = trailing_comment
-    env.filters["function_doc"] = function_doc
     records = {r.name: r for r in module.records}
     classes = [_class(r, records) for r in module.records]
     exported = (
@@ -62,11 +54,26 @@ def render(module: Module, helpers: set[str]) -> str:
         + [r.name for r in module.records if r.tag]
         + [f.name for f in module.families]
         + [f.name for f in module.functions])
-    return env.get_template("module.py.j2").render(
+    return _template().render(
         m=module, classes=classes, helpers=helpers, exported=exported,
         static=[c for c in module.constants if c.value is not None],
         dynamic=[c for c in module.constants if c.value is None],
         ctype_of=ctype_of, class_ref=class_ref)
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    """Compiled once per process: compiling costs more than rendering."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["docstring"] = docstring
+    env.filters["comment"] = comment
+    env.filters["literal"] = constant_literal
+    env.filters["trailing"] = trailing_comment
+    env.filters["function_doc"] = function_doc
+    return env.get_template("module.py.j2")
 
 
 def _class(record: Record, records: dict[str, Record]) -> _Class:
