@@ -8,3 +8,5 @@ No machine of this project has ublk in its own kernel, so the project brings one
 
 class TestbedError(Exception):
     """The test bed itself failed (not the command it runs): message says what and where."""
+
+    __test__ = False  # a name starting with "Test" is not a pytest test class

@@ -1,0 +1,79 @@
+# The README's commands are `make demo` and `make test`; the rest is their plumbing.
+# `make test` stops at the first failing stage; every stage prints a banner first.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY := $(VENV)/bin/python
+SUITES := sid trixie
+# Seconds for one VM run (boot + the kernel tests) under TCG on 2 shared cores.
+KERNEL_TIMEOUT := 2400
+APT_PACKAGES := qemu-system-x86 busybox-static fio e2fsprogs xz-utils zstd cpio gcc make \
+	python3 python3-venv
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+banner = @printf '\n==== %s ====\n' "$(1)"
+# pytest exits 5 when it collected nothing: a stage that tests nothing is a failure, said loudly.
+pytest_stage = $(1) || { rc=$$?; [ $$rc -ne 5 ] || echo "make: $(2) collected no tests: failing" >&2; exit $$rc; }
+# sid's liburing-ffi.so.2 for host tests (the test bed passes it into the VM itself).
+with_liburing = UBLK_BINDINGS_LIBURING="$${UBLK_BINDINGS_LIBURING:-$$($(PY) -m testbed liburing)}" && \
+	export UBLK_BINDINGS_LIBURING &&
+
+.NOTPARALLEL:  # the stages run in order and stop at the first failure
+.PHONY: demo test setup apt prepare generated typecheck unit $(SUITES:%=kernel-%)
+
+demo:
+	@echo "make demo: not built yet" >&2; exit 1
+
+test: setup generated typecheck unit $(SUITES:%=kernel-%)
+
+# --- setup: idempotent; a fresh Debian 12 machine gets everything `make test` needs ---------
+
+setup: apt $(VENV)/.installed prepare
+
+apt:
+	$(call banner,setup: Debian packages)
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	else echo "all installed: $(APT_PACKAGES)"; fi
+
+$(VENV)/.installed: pyproject.toml | apt
+	$(call banner,setup: $(VENV) with ublk-bindings[dev])
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+prepare: $(VENV)/.installed
+	$(call banner,setup: test-bed kernels ($(SUITES)) and liburing)
+	$(PY) -m testbed prepare $(SUITES:%=--kernel %)
+
+# --- test stages, in order -------------------------------------------------------------------
+
+generated: setup
+	$(call banner,generated modules match their headers)
+	$(VENV)/bin/ublk-bindings-gen --check ublk_bindings/ublk_cmd.py
+	$(VENV)/bin/ublk-bindings-gen --check ublk_bindings/io_uring.py
+
+# mypy cannot follow setuptools' editable-install finder, and the check is of what users
+# install: so build and install the wheel into a scratch directory and check that.
+typecheck: setup
+	$(call banner,mypy --strict: the installed packages and the test bed)
+	rm -rf build .out/typecheck
+	$(PY) -m pip install -q --no-deps --target .out/typecheck .
+	cd .out/typecheck && ../../$(VENV)/bin/mypy --strict --cache-dir ../mypy-cache \
+		-p ublk_bindings -p ublk_bindings_codegen -p ublk_gadget
+	$(VENV)/bin/mypy --strict --cache-dir .out/mypy-cache testbed tests/conftest.py
+
+unit: setup
+	$(call banner,unit tests on the host)
+	@$(with_liburing) $(call pytest_stage,$(VENV)/bin/pytest -rs tests/unit testbed/tests,unit tests)
+
+kernel-%: setup
+	$(call banner,kernel tests in the VM: Debian $*)
+	@$(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
+		$(VENV)/bin/pytest -rs -m ublk tests/kernel,kernel tests on $*)

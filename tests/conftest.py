@@ -1,0 +1,90 @@
+"""What the ``ublk`` marker means: the test needs the real driver, and leaves no device behind.
+
+Without ``/dev/ublk-control`` a ``ublk`` test is skipped with the reason, except under
+``UBLK_REQUIRE_DRIVER=1`` (set by ``python -m testbed run``), where a missing driver fails the
+test: the VM must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CONTROL = Path("/dev/ublk-control")
+DEV = Path("/dev")
+
+
+def _driver_required() -> bool:
+    return os.environ.get("UBLK_REQUIRE_DRIVER") == "1"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("ublk") is None or CONTROL.exists():
+        return
+    if _driver_required():
+        pytest.fail(f"UBLK_REQUIRE_DRIVER=1 but {CONTROL} is missing: is ublk_drv loaded?", pytrace=False)
+    pytest.skip(f"{CONTROL} missing: no ublk driver here; run it in the VM: python -m testbed run -- pytest -m ublk")
+
+
+_skipped_ublk: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "ublk" in report.keywords and _driver_required():
+        _skipped_ublk.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Where the driver is required (the VM, CI), a skipped ``ublk`` test fails the run."""
+    if _skipped_ublk and exitstatus == pytest.ExitCode.OK:
+        print(f"\nUBLK_REQUIRE_DRIVER=1 and {len(_skipped_ublk)} ublk test(s) skipped: {', '.join(_skipped_ublk)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def ublk_devices() -> list[str]:
+    """Every ublk device node: per-device char devices (ublkcN) and block devices (ublkbN)."""
+    return sorted(p.name for pattern in ("ublkc*", "ublkb*") for p in DEV.glob(pattern))
+
+
+@pytest.fixture(autouse=True)
+def no_ublk_devices_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a ``ublk`` test, passing or failing, no /dev/ublkc* or /dev/ublkb* may remain.
+
+    A leftover device would make the next test's results (device ids, ENODEV checks) depend on
+    this one's, so the test that left it errors here with the list.
+    """
+    yield
+    if request.node.get_closest_marker("ublk") is None:
+        return
+    left = ublk_devices()
+    if left:
+        problems = remove_devices(left)
+        pytest.fail(f"ublk devices left after the test: {', '.join(left)}"
+                    + "".join(f"; cleanup: {p}" for p in problems), pytrace=False)
+
+
+def remove_devices(names: list[str]) -> list[str]:
+    """STOP_DEV and DEL_DEV every device of ``names`` so that the next test starts clean;
+    returns what went wrong (a device still held by a leaked server times out)."""
+    import errno
+
+    from ublk_bindings.ctrl import Control
+    from ublk_bindings.errors import UblkError
+
+    problems: list[str] = []
+    try:
+        with Control(timeout=30) as ctrl:
+            for dev_id in sorted({int(n[5:]) for n in names if n[5:].isdigit()}):
+                for step in (ctrl.stop_dev, ctrl.del_dev):
+                    try:
+                        step(dev_id)
+                    except UblkError as e:
+                        if e.errno != errno.ENODEV:
+                            problems.append(str(e))
+                            break
+    except OSError as e:
+        problems.append(str(e))
+    return problems
