@@ -54,6 +54,7 @@ from .ublk_cmd import (
     UBLK_U_CMD_STOP_DEV,
     UBLK_U_CMD_TRY_STOP_DEV,
     UBLK_U_CMD_UPDATE_SIZE,
+    UblkF,
     ublk_params,
     ublksrv_ctrl_cmd,
     ublksrv_ctrl_dev_info,
@@ -130,8 +131,8 @@ class Control:
         self._user_data = 0
         self._unprivileged: set[int] = set()
         self._ioctl_encode = False
-        self.features: int | None = None
-        """What this kernel's driver supports (``UBLK_F_*``), or None before Linux 6.5."""
+        self.features: UblkF | None = None
+        """What this kernel's driver supports, or None where GET_FEATURES is missing (6.1)."""
         self.features_error: UblkError | None = None
         """Why GET_FEATURES failed when :attr:`features` is None."""
         try:
@@ -222,12 +223,12 @@ class Control:
 
     # -- the commands -----------------------------------------------------------------------
 
-    def get_features(self) -> int:
-        """``UBLK_F_*`` this driver supports (GET_FEATURES, Linux 6.5+)."""
+    def get_features(self) -> UblkF:
+        """The ``UBLK_F_*`` this driver supports (GET_FEATURES); its repr names them."""
         features = ctypes.c_uint64()
         assert ctypes.sizeof(features) == UBLK_FEATURES_LEN
         self._run(_GET_FEATURES, NEW_DEV_ID, buf=features)
-        return features.value
+        return UblkF(features.value)
 
     def add_dev(self, info: ublksrv_ctrl_dev_info) -> ublksrv_ctrl_dev_info:
         """Create ``/dev/ublkcN``; returns ``info`` as the kernel wrote it back.
