@@ -78,13 +78,22 @@ def remove_devices(names: list[str]) -> list[str]:
     try:
         with Control(timeout=30) as ctrl:
             for dev_id in sorted({int(n[5:]) for n in names if n[5:].isdigit()}):
-                for step in (ctrl.stop_dev, ctrl.del_dev):
-                    try:
-                        step(dev_id)
-                    except UblkError as e:
-                        if e.errno != errno.ENODEV:
-                            problems.append(str(e))
-                            break
+                try:
+                    ctrl.stop_dev(dev_id)  # a leaked server's queues get ABORT and end
+                    _close_own_fds(f"/dev/ublkc{dev_id}")  # else DEL_DEV waits for them
+                    ctrl.del_dev(dev_id)
+                except UblkError as e:
+                    if e.errno != errno.ENODEV:
+                        problems.append(str(e))
     except OSError as e:
         problems.append(str(e))
     return problems
+
+
+def _close_own_fds(path: str) -> None:
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd) == path:
+                os.close(int(fd.name))
+        except OSError:
+            pass
