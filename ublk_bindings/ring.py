@@ -228,13 +228,22 @@ class Ring:
 
     # -- completion -------------------------------------------------------------------------
 
-    def _map_cq(self, first_cqe: int) -> None:
+    def _map_cq(
+        self, n: int
+    ) -> tuple[ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_int32]]:
         # liburing keeps the CQE array's address to itself; the first completion ever
         # reaped sits at index (head & mask), which gives the array's base.
-        base = first_cqe - (self._cq_head & self._cq_mask) * self._cqe_u64 * 8
+        size = self._cqe_u64 * 8
+        ptrs = [p or 0 for p in self._cqe_ptrs[:n]]
+        base = ptrs[0] - (self._cq_head & self._cq_mask) * size
+        for i, p in enumerate(ptrs):  # once per ring: check the layout we rely on
+            if p != base + ((self._cq_head + i) & self._cq_mask) * size:
+                raise RuntimeError(f"liburing returned CQE {i} at {p:#x}, not in a "
+                                   f"{self._cq_mask + 1}-entry array at {base:#x}")
         words = (self._cq_mask + 1) * self._cqe_u64
         self._cq_ud = (ctypes.c_uint64 * words).from_address(base)
         self._cq_res = (ctypes.c_int32 * (words * 2)).from_address(base)
+        return self._cq_ud, self._cq_res
 
     def reap(self, max: int = 0) -> tuple[list[int], list[int]]:
         """Take up to ``max`` (default: all) ready completions: ``(user_data, res)`` lists.
@@ -242,14 +251,13 @@ class Ring:
         Two lists per batch, read with strided slices of the CQ ring; the CQ head advances
         once per batch.
         """
-        n = self._peek(self._ring, self._cqe_ptrs, max or self.cq_entries)
+        n = self._peek(self._ring, self._cqe_ptrs,
+                       min(max, self.cq_entries) if max > 0 else self.cq_entries)
         if not n:
             return [], []
         ud_view, res_view = self._cq_ud, self._cq_res
         if ud_view is None or res_view is None:
-            self._map_cq(self._cqe_ptrs[0] or 0)
-            ud_view, res_view = self._cq_ud, self._cq_res
-            assert ud_view is not None and res_view is not None
+            ud_view, res_view = self._map_cq(n)
         step64, step32 = self._cqe_u64, self._cqe_s32
         first = self._cq_head & self._cq_mask
         run = min(n, self._cq_mask + 1 - first)  # CQEs before the ring wraps

@@ -82,6 +82,14 @@ def test_reap_takes_at_most_max() -> None:
         assert ring.reap()[0] == [2, 3, 4]
 
 
+def test_reap_never_asks_for_more_than_the_cq_holds() -> None:
+    with Ring(4, cq_entries=4) as ring:
+        for i in range(4):
+            nop(ring, i)
+        ring.submit(wait_nr=4)
+        assert ring.reap(1 << 20) == ([0, 1, 2, 3], [0, 0, 0, 0])
+
+
 def test_full_submission_queue_is_flushed_not_overrun() -> None:
     with Ring(2, cq_entries=16) as ring:
         for i in range(6):  # more SQEs than the SQ holds: get_sqe submits to make room
