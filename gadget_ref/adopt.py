@@ -22,7 +22,7 @@ import errno
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ublk_bindings import (
     UBLK_F_USER_RECOVERY,
@@ -49,7 +49,9 @@ class RecoveryControl(Protocol):
     def get_dev_info2(self, dev_id: int) -> ublksrv_ctrl_dev_info: ...
 
 
-TakeOne = Callable[[DeviceState, ublksrv_ctrl_dev_info, Deadline], Releasable]
+R = TypeVar("R", bound=Releasable)
+
+TakeOne = Callable[[DeviceState, ublksrv_ctrl_dev_info, Deadline], R]
 """The device lifecycle's recovery of one device (``ublk_bindings.io.Device.adopt``):
 START_USER_RECOVERY retried while EBUSY (once it succeeded, never again), open /dev/ublkcN,
 a thread per queue FETCHing every tag, END_USER_RECOVERY; all within the deadline, and
@@ -97,16 +99,17 @@ def ask_owner_to_let_go(
     serving = [d for d, info in infos.items()
                if info.state == UBLK_S_DEV_LIVE and info.ublksrv_pid == recorded.pid]
     if not serving:
-        log.info("owner pid %d serves none of the devices: adopting without a handover signal",
-                 recorded.pid)
+        log.info("owner pid %d serves none of the devices (gone, or already let go): "
+                 "adopting without a handover signal", recorded.pid)
         return None
     try:
         owner = Owner.verify(recorded)
     except ProcessLookupError:
-        log.info("owner pid %d is gone: adopting its devices after the crash", recorded.pid)
+        log.info("owner pid %d is gone: adopting without a handover signal", recorded.pid)
         return None
     except OwnerMismatch as e:
-        log.warning("%s: not signalling it; waiting for the kernel to release the devices", e)
+        log.warning("%s: not signalling it; adopting without a handover signal once the "
+                    "kernel lets go of the devices", e)
         return None
     # The pidfd now pins the verified process: if the kernel still names its pid as the
     # server, it is this process the kernel means.
@@ -160,14 +163,14 @@ class Adoption:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def take(self, take_one: TakeOne) -> list[Releasable]:
+    def take(self, take_one: TakeOne[R]) -> list[R]:
         """Ask the owner to let go, take every device in dev_id order, rewrite the state.
 
         On any failure the devices taken so far are released again, the state file is left
         as it was, and the error (AdoptError for the kernel's refusals) propagates.
         """
         owner = ask_owner_to_let_go(self.ctrl, self.state.owner, self.infos)
-        taken: list[Releasable] = []
+        taken: list[R] = []
         try:
             for rec in self.state.devices:
                 try:

@@ -18,6 +18,8 @@ from typing import NoReturn
 from ublk_bindings.errors import LiburingUnavailable
 
 from . import daemon
+from .adopt import DEFAULT_DEADLINE_S, AdoptError
+from .handover import parse_duration
 from .spec import TARGETS, SpecError, parse_spec
 from .state import StateError
 from .targets import TargetError
@@ -42,6 +44,13 @@ example: ublk-gadget serve --device mem,size=256M --device file,path=/srv/disk.i
 """
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 
@@ -61,10 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout once all are live, serve them until SIGTERM or SIGINT, then stop and delete them.",
         epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--device", metavar="SPEC", action="append", required=True,
-                       help="a device to serve (repeatable)")
+    serve.add_argument("--device", metavar="SPEC", action="append",
+                       help="a device to serve (repeatable; required unless --adopt)")
     serve.add_argument("--state-file", metavar="PATH",
-                       help="keep the owned devices' state here (JSON, replaced atomically)")
+                       help="keep the owned devices' state here (JSON, replaced atomically); "
+                       "SIGHUP then hands them over to a successor started with --adopt")
+    serve.add_argument("--adopt", action="store_true",
+                       help="take over the devices of --state-file from the gadget serving them "
+                       "(asked to hand over with SIGHUP) or from one that died")
+    serve.add_argument("--adopt-deadline", metavar="DURATION", type=_duration,
+                       default=DEFAULT_DEADLINE_S,
+                       help="give up adopting after this long (e.g. 30s, 2m; default "
+                       f"{DEFAULT_DEADLINE_S:g}s): whatever was taken is let go again, the "
+                       "devices keep their I/O queued, the state file stays for a later --adopt")
 
     sub.add_parser("features", help="print this kernel's decoded UBLK_U_CMD_GET_FEATURES")
     listing = sub.add_parser("list", help="list the ublk devices on this host")
@@ -90,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"{PROG}[%(process)d]: %(message)s")
     try:
         if args.command == "serve":
+            if args.adopt:
+                if args.device or not args.state_file:
+                    raise daemon.UsageError("--adopt takes its devices from --state-file PATH "
+                                            "(and no --device)")
+                return daemon.adopt(args.state_file, args.adopt_deadline)
+            if not args.device:
+                raise daemon.UsageError("the following arguments are required: --device "
+                                        "(or --adopt --state-file PATH)")
             specs = [parse_spec(text) for text in args.device]
             return daemon.serve(specs, state_file=args.state_file)
         if args.command == "features":
@@ -98,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, TargetError, StateError, daemon.UsageError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, LiburingUnavailable, daemon.GadgetError) as e:
+    except (OSError, LiburingUnavailable, daemon.GadgetError, AdoptError) as e:
         print(f"{PROG}: {explain(e)}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -26,18 +26,21 @@ from ublk_bindings import (
 )
 from ublk_bindings.ctrl import CONTROL_PATH, Control
 
-from . import report
+from . import handover, report
+from .adopt import Adoption
 from .device import DAEMON_SIGNALS, Device
+from .handover import Deadline
 from .spec import DeviceSpec
 from .state import DaemonState, DeviceState, refuse_existing, remove_state, write_state
 from .targets import Target, open_target
 
-__all__ = ["CONTROL_PATH", "GadgetError", "UsageError", "serve", "print_features",
+__all__ = ["CONTROL_PATH", "GadgetError", "UsageError", "serve", "adopt", "print_features",
            "print_devices", "device_flags"]
 
 log = logging.getLogger("ublk_gadget")
 
-# SIGHUP stops too, for now: live handover (issue 5) will make it "drain and hand over".
+# SIGTERM/SIGINT stop and delete; SIGHUP hands the devices over to a successor (handover.py)
+# when the daemon keeps a state file and the devices can be recovered, and stops otherwise.
 STOP_SIGNALS = tuple(sorted(DAEMON_SIGNALS))
 HEALTH_CHECK_S = 1.0
 
@@ -75,9 +78,13 @@ class _StopRequest:
         self.failure: BaseException | None = None
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if self.signal is None:
-            log.info("%s: stopping", signal.Signals(signum).name)
-        self.signal = signum
+            self.signal = signum
+            log.info("%s: %s", name, "handing over" if signum == signal.SIGHUP else "stopping")
+        else:  # the first signal decides: a handover is never turned into a delete
+            log.info("%s ignored: %s already in progress", name,
+                     "handover" if self.signal == signal.SIGHUP else "stop")
         self.event.set()
 
     def on_failure(self, error: BaseException) -> None:
@@ -115,7 +122,7 @@ def _state(devices: Sequence[Device]) -> DaemonState:
 
 
 def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
-    """``ublk-gadget serve``: returns the exit status once every device is gone."""
+    """``ublk-gadget serve``: returns the exit status once every device is gone or handed over."""
     if state_file is not None:
         refuse_existing(state_file)
     targets = _open_targets(specs)  # bad input fails here, before any device exists
@@ -124,27 +131,81 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
     try:
         with _signals_to(stop), Control() as ctrl:
             flags = device_flags(ctrl.features)
-            for spec, target in zip(specs, targets):
-                if stop.event.is_set():
-                    break
-                devices.append(Device.create(ctrl, spec.with_size(target.size), target, flags))
             try:
-                if not stop.event.is_set():
-                    if state_file is not None:
-                        write_state(state_file, _state(devices))
-                    print(report.ready_line(d.describe() for d in devices), flush=True)
-                    log.info("serving %s", ", ".join(d.block_device for d in devices))
-                    _serve_until_stopped(stop, devices)
-            finally:
+                for spec, target in zip(specs, targets):
+                    if stop.event.is_set():
+                        break
+                    devices.append(Device.create(ctrl, spec.with_size(target.size), target, flags))
+                if not stop.event.is_set() and state_file is not None:
+                    write_state(state_file, _state(devices))
+            except BaseException:
                 _teardown(devices)
-                if state_file is not None:
-                    remove_state(state_file)
+                raise
+            _serve(ctrl, stop, devices, state_file)
     finally:
         for target in targets:
             target.close()
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
     return 0
+
+
+def adopt(state_file: str, deadline_s: float) -> int:
+    """``ublk-gadget serve --adopt``: take over the devices of ``state_file``, then serve them."""
+    stop = _StopRequest()
+    with _signals_to(stop), Control() as ctrl:
+        with Adoption(ctrl, state_file, Deadline(deadline_s)) as adoption:
+            records = adoption.state.devices
+            targets = _open_targets([r.device_spec() for r in records])  # before any signal
+            by_id = {r.dev_id: t for r, t in zip(records, targets)}
+            try:
+                devices = adoption.take(
+                    lambda rec, info, deadline: Device.adopt(ctrl, rec, by_id[rec.dev_id],
+                                                             deadline.remaining()))
+            except BaseException:
+                for target in targets:
+                    target.close()
+                raise
+        try:
+            _serve(ctrl, stop, devices, state_file)
+        finally:
+            for target in targets:
+                target.close()
+    if stop.failure is not None:
+        raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
+    return 0
+
+
+def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
+           state_file: str | None) -> None:
+    """Announce the devices, serve them until a signal, then hand them over or delete them."""
+    handed_over = False
+    try:
+        if not stop.event.is_set():
+            print(report.ready_line(d.describe() for d in devices), flush=True)
+            log.info("serving %s", ", ".join(d.block_device for d in devices))
+            _serve_until_stopped(stop, devices)
+        if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
+            handover.hand_over(ctrl, devices)
+            devices.clear()
+            handed_over = True
+    finally:
+        _teardown(devices)
+        if state_file is not None and not handed_over:
+            remove_state(state_file)
+
+
+def _can_hand_over(devices: Sequence[Device], state_file: str | None) -> bool:
+    """A successor can only find devices through a state file and recover USER_RECOVERY ones."""
+    if state_file is None:
+        log.warning("SIGHUP without --state-file: no successor could find the devices; stopping")
+        return False
+    unrecoverable = [d.block_device for d in devices if not d.flags & UBLK_F_USER_RECOVERY]
+    if unrecoverable:
+        log.warning("SIGHUP: %s lack UBLK_F_USER_RECOVERY (this kernel did not offer it); "
+                    "stopping", ", ".join(unrecoverable))
+        return False
+    return True
 
 
 def _serve_until_stopped(stop: _StopRequest, devices: Sequence[Device]) -> None:

@@ -25,6 +25,7 @@ from .handler import RequestHandler
 from .params import DEFAULT_MAX_IO_BYTES, device_params
 from .report import feature_names
 from .spec import DeviceSpec
+from .state import DeviceState
 from .targets import Target
 
 log = logging.getLogger("ublk_gadget")
@@ -87,6 +88,27 @@ class Device:
         device = cls(spec, target, ublk)
         log.info("%s: %s", device.block_device, device.spec)
         return device
+
+    @classmethod
+    def adopt(cls, ctrl: Control, record: DeviceState, target: Target, timeout_s: float) -> Device:
+        """Serve a device a previous gadget handed over (user recovery); same dev_id.
+
+        START_USER_RECOVERY (retried while the old server still holds it), the queues,
+        END_USER_RECOVERY; within ``timeout_s``, and on failure nothing of it is left open.
+        """
+        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target), ready_timeout=timeout_s)
+        with _signals_blocked():
+            ublk.adopt(record.dev_id)
+        device = cls(record.device_spec(), target, ublk)
+        log.info("%s: adopted %s", device.block_device, device.spec)
+        return device
+
+    def release(self) -> None:
+        """Let go for a successor: drain the queues, close ring, mapping and /dev/ublkcN.
+
+        The device stays (no STOP_DEV, no DEL_DEV); see ``handover.hand_over``.
+        """
+        self._ublk.detach()
 
     @property
     def block_device(self) -> str:

@@ -267,7 +267,9 @@ def write_state(path: str, state: DaemonState) -> None:
 
 
 def remove_state(path: str) -> None:
-    """Forget the state (clean stop: every device it named is deleted)."""
+    """Forget the state (clean stop: every device it named is deleted), and its lock file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{path}.lock")
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -179,6 +179,8 @@ def test_devices_come_back_in_dev_id_order(tmp_path: Path) -> None:
 def test_remove_forgets_the_state_and_tolerates_its_absence(tmp_path: Path) -> None:
     path = str(tmp_path / "gadget.json")
     write_state(path, example())
+    with adoption_lock(path):
+        pass  # leaves gadget.json.lock
     remove_state(path)
     remove_state(path)
     assert os.listdir(tmp_path) == []
