@@ -20,14 +20,14 @@ OUT = REPO / ".out" / "bench"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--kernel", default="sid", help="test-bed kernel (sid: 7.2)")
-    p.add_argument("--quick", action="store_true", help="2 s runs, no ramp: proves the plumbing only")
+    p.add_argument("--quick", action="store_true", help="one 2 s run per cell, no ramp: proves the plumbing only")
     p.add_argument("guest_args", nargs=argparse.REMAINDER, help="passed to bench.guest (after --)")
     a = p.parse_args(argv)
 
     binary = kublk.build()
     guest = [sys.executable, "-m", "bench.guest", "--kublk", str(binary), "--out", str(OUT)]
     if a.quick:
-        guest += ["--runtime", "2", "--ramp", "0", "--handover-interval", "2"]
+        guest += ["--runtime", "2", "--ramp", "0", "--rounds", "1", "--handover-interval", "2"]
     guest += [x for x in a.guest_args if x != "--"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.txt").unlink(missing_ok=True)

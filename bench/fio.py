@@ -9,6 +9,7 @@ total latency (``lat_ns``: submission to completion), its percentiles turned on 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ def command(
         "--lat_percentiles=1",
         "--output-format=json",
         f"--output={output}",
+        "--eta=never",
         *extra,
     ]
 
@@ -135,9 +137,56 @@ def run(filename: str, w: Workload, runtime_s: float, ramp_s: float) -> Result:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             raise FioError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
-        text = Path(output).read_text(encoding="utf-8")
+        return parse(load(Path(output)), w.rw)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """fio's JSON report from ``path``; fio may put notices (``fio: terminating on signal 2``)
+    on lines before the JSON, which are skipped."""
+    text = path.read_text(encoding="utf-8")
+    start = 0 if text.startswith("{") else text.find("\n{") + 1
+    try:
+        if start == 0 and not text.startswith("{"):
+            raise ValueError("no line starts a JSON object")
+        doc = json.loads(text[start:])
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        return doc
+    except ValueError as e:
+        raise FioError(f"{path}: not a fio JSON report ({e}): {text[:200]!r}") from None
+
+
+class Background:
+    """fio running while something else happens (handovers): started with a runtime longer
+    than needed and stopped with SIGINT, on which fio ends the job and writes its report
+    and logs.  fio ending before it is asked to is an error (it failed I/O)."""
+
+    def __init__(self, cmd: list[str], output: Path) -> None:
+        self.cmd = cmd
+        self.output = output
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, text=True)
+
+    def _stderr_text(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().strip()
+
+    def check_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise FioError(f"{' '.join(self.cmd)}: ended early, exit {self.proc.returncode}: {self._stderr_text()}")
+
+    def stop(self, timeout_s: float = 120) -> dict[str, Any]:
+        """SIGINT, wait, and return fio's report (its jobs' ``error`` tells if I/O failed)."""
+        self.check_running()
+        self.proc.send_signal(signal.SIGINT)
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:  # fio writes some warnings into the report itself
-            raise FioError(f"{' '.join(cmd)}: report is not JSON ({e}): {text[:300]!r}") from None
-        return parse(doc, w.rw)
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise FioError(f"{' '.join(self.cmd)}: still running {timeout_s:g} s after SIGINT") from None
+        return load(self.output)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

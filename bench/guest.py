@@ -19,6 +19,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+
 from . import fio, handover, peers, report
 from .fio import Result
 
@@ -34,46 +38,92 @@ def make_backing_file(path: str, size: int) -> None:
             f.write(chunk)
 
 
-def all_peers(kublk: str, log_dir: Path, profile: dict[str, Path]) -> dict[str, peers.Peer]:
+def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
     return {
         "null_blk": peers.null_blk,
         "loop": peers.loop,
         "kublk-null": peers.kublk_null(kublk),
         "kublk-loop": peers.kublk_loop(kublk),
-        **{
-            f"gadget-{t}": peers.gadget(t, log_dir, profile.get(f"gadget-{t}"))
-            for t in ("null", "mem", "file")
-        },
+        **{f"gadget-{t}": peers.gadget(t, log_dir) for t in ("null", "mem", "file")},
     }
 
 
-def measure_peer(
-    name: str, peer: peers.Peer, g: peers.Geometry, workloads: tuple[fio.Workload, ...], a: argparse.Namespace
-) -> tuple[str, dict[str, Result | str]]:
-    """Run every workload on one peer; errors are recorded, not raised."""
-    results: dict[str, Result | str] = {}
-    detail = ""
-    try:
-        with peer(g) as dev:
-            detail = dev.detail
-            for w in workloads:
-                try:
-                    results[w.name] = fio.run(dev.path, w, a.runtime, a.ramp)
-                except Exception as e:  # one failed job must not cost the other figures
-                    results[w.name] = f"{type(e).__name__}: {e}"
-                print(f"bench: {name:<12} {w.name:<18} {_short(results[w.name])}", flush=True)
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        print(f"bench: {name}: {error}", file=sys.stderr, flush=True)
-        traceback.print_exc()
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+@contextmanager
+def _guarded(cm: AbstractContextManager[peers.Device], notes: list[str], name: str) -> Iterator[peers.Device]:
+    """``cm``, but a failure to tear it down is noted instead of hiding the figures."""
+    with ExitStack() as stack:
+        device = stack.enter_context(cm)
+        try:
+            yield device
+        finally:
+            try:
+                stack.close()
+            except Exception as e:
+                notes.append(f"{name}: teardown: {_error(e)}")
+
+
+@dataclass
+class Cell:
+    """Every round of one workload on one peer; the figure is the round of median IOPS."""
+
+    runs: list[Result] = field(default_factory=list)
+    error: str | None = None
+
+    def figure(self) -> Result | str:
+        """A failed round voids the cell: a server that failed I/O once has no figure."""
+        if self.error or not self.runs:
+            return self.error or "not run"
+        return sorted(self.runs, key=lambda r: r.iops)[(len(self.runs) - 1) // 2]
+
+
+def measure(
+    available: dict[str, peers.Peer],
+    order: list[str],
+    g: peers.Geometry,
+    workloads: tuple[fio.Workload, ...],
+    a: argparse.Namespace,
+    profile: set[str],
+) -> tuple[dict[str, str], dict[str, dict[str, Cell]], list[str]]:
+    """All devices up at once; each workload runs ``rounds`` times over every peer, the order
+    reversed every other round, so a neighbour's load in the VM's host hits all peers alike."""
+    details: dict[str, str] = {}
+    cells = {n: {w.name: Cell() for w in workloads} for n in order}
+    notes: list[str] = []
+    with ExitStack() as stack:
+        devices: dict[str, peers.Device] = {}
+        for name in order:
+            try:
+                devices[name] = stack.enter_context(_guarded(available[name](g), notes, name))
+                details[name] = devices[name].detail
+            except Exception as e:
+                traceback.print_exc()
+                details[name] = f"failed to start: {_error(e)}"
+                for cell in cells[name].values():
+                    cell.error = details[name]
+        up = [n for n in order if n in devices]
         for w in workloads:
-            results.setdefault(w.name, error)
-    return detail, results
+            for r in range(a.rounds):
+                for name in up if r % 2 == 0 else reversed(up):
+                    dev, cell = devices[name], cells[name][w.name]
+                    sampled = r == a.rounds - 1 and name in profile
+                    spy = a.out / f"profile-{name}-{w.name}.txt" if sampled else None
+                    try:
+                        with peers.profiled(dev.server_pid, spy):
+                            cell.runs.append(fio.run(dev.path, w, a.runtime, a.ramp))
+                    except Exception as e:  # one failed job must not cost the other figures
+                        cell.error = _error(e)
+                    print(f"bench: {name:<12} {w.name:<18} round {r + 1}: {_short(cell)}", flush=True)
+    return details, cells, notes
 
 
-def _short(r: Result | str) -> str:
-    if isinstance(r, str):
-        return "failed: " + r.splitlines()[0][:100]
+def _short(cell: Cell) -> str:
+    if cell.error:
+        return "failed: " + cell.error.splitlines()[0][:100]
+    r = cell.runs[-1]
     return f"{r.iops:9.0f} IOPS {r.bw_bytes / (1 << 20):8.1f} MiB/s p99 {r.lat_p99_ns / 1000:8.0f} us"
 
 
@@ -87,6 +137,7 @@ def _environment(a: argparse.Namespace, g: peers.Geometry) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runtime_s": a.runtime,
         "ramp_s": a.ramp,
+        "rounds": a.rounds,
         "geometry": {"size": g.size, "queues": g.queues, "depth": g.depth, "backing_file": g.backing_file},
     }
 
@@ -95,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the benchmark, inside the VM")
     p.add_argument("--kublk", required=True, help="the kublk binary (built on the host)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--runtime", type=float, default=10)
-    p.add_argument("--ramp", type=float, default=2)
+    p.add_argument("--runtime", type=float, default=3, help="seconds per fio run")
+    p.add_argument("--ramp", type=float, default=1, help="seconds before fio starts counting")
+    p.add_argument("--rounds", type=int, default=3, help="runs per workload and peer; the median counts")
     p.add_argument("--size", type=int, default=256 << 20)
     p.add_argument("--queues", type=int, default=1)
     p.add_argument("--depth", type=int, default=64)
@@ -104,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workloads", default=",".join(w.name for w in fio.WORKLOADS))
     p.add_argument("--handovers", type=int, default=3, help="live handovers in the stall run (0: skip it)")
     p.add_argument("--handover-interval", type=float, default=4)
-    p.add_argument("--profile", default="", help="comma-separated gadget peers to run under py-spy")
+    p.add_argument("--profile", default="", help="comma-separated gadget peers to sample with py-spy "
+                   "in the last round (profile-PEER-WORKLOAD.txt; read with python -m bench.profile)")
     a = p.parse_args(argv)
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -113,17 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     make_backing_file(BACKING_FILE, a.size)
     wanted = a.workloads.split(",")
     workloads = tuple(w for w in fio.WORKLOADS if w.name in wanted)
-    profile = {name: a.out / f"profile-{name}.txt" for name in a.profile.split(",") if name}
-    available = all_peers(a.kublk, log_dir, profile)
+    available = all_peers(a.kublk, log_dir)
     order = [n for n in a.peers.split(",") if n]
     unknown = [n for n in order if n not in available]
     if unknown:
         p.error(f"unknown peers {unknown}; known: {', '.join(available)}")
-
-    results: dict[str, dict[str, Result | str]] = {}
-    details: dict[str, str] = {}
-    for name in order:
-        details[name], results[name] = measure_peer(name, available[name], g, workloads, a)
+    profile = {n for n in a.profile.split(",") if n}
+    details, cells, notes = measure(available, order, g, workloads, a, profile)
+    results = {n: {w: c.figure() for w, c in cs.items()} for n, cs in cells.items()}
 
     stall: dict[str, Any] | None = None
     stall_s: float | None = None
@@ -142,10 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         "peers": {
             n: {
                 "detail": details[n],
-                "workloads": {w: r.to_json() if isinstance(r, Result) else {"error": r} for w, r in rs.items()},
+                "workloads": {
+                    w: {**r.to_json(), "iops_rounds": [x.iops for x in cells[n][w].runs]}
+                    if isinstance(r, Result) else {"error": r}
+                    for w, r in rs.items()
+                },
             }
             for n, rs in results.items()
         },
+        "notes": notes,
         "ratios": report.ratios(results, workloads),
         "handover_stall": stall,
         "targets": checks,

@@ -8,15 +8,13 @@ device.  Each window runs from the successor's start to its ready line.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import fio, latlog, plot
-from .gadget import Gadget
+from .gadget import Gadget, GadgetError
 
 WORKLOAD = fio.Workload("4k-randrw-qd32", "randrw", 4096, 32)
 
@@ -28,6 +26,7 @@ class StallResult:
     steady_p99_s: float
     fio: fio.Result
     picture: Path
+    notes: list[str]
 
     @property
     def worst_live_s(self) -> float | None:
@@ -51,6 +50,7 @@ class StallResult:
             ],
             "fio": self.fio.to_json(),
             "picture": str(self.picture),
+            "notes": self.notes,
         }
 
 
@@ -80,30 +80,35 @@ def measure(
     out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = out_dir / "logs"
     state_file = "/run/ublk-bench-gadget.state"
-    owner = Gadget.serve([device_spec], log_dir / "gadget-first.log", state_file=state_file)
     lat_prefix = out_dir / "handover"
+    for stale in out_dir.glob("handover_*.log"):
+        stale.unlink()
     report = out_dir / "handover-fio.json"
-    runtime = interval_s * (handovers + int(crash) + 1)
-    cmd = fio.command(owner.block_devices[0], WORKLOAD, runtime, 0, str(report),
+    owner = Gadget.serve([device_spec], log_dir / "gadget-first.log", state_file=state_file)
+    cmd = fio.command(owner.block_devices[0], WORKLOAD, 3600, 0, str(report),
                       extra=(f"--write_lat_log={lat_prefix}", "--log_avg_msec=0", "--log_unix_epoch=1"))  # fmt: skip
     windows: list[latlog.Window] = []
-    job = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    job = fio.Background(cmd, report)
     try:
         for n in range(handovers + int(crash)):
             time.sleep(interval_s)
+            job.check_running()
             owner, window = hand_over(owner, state_file, log_dir, n + 1, crash=n == handovers)
             windows.append(window)
-        _, err = job.communicate(timeout=runtime + 120)
-        if job.returncode != 0:
-            raise fio.FioError(f"{' '.join(cmd)}: exit {job.returncode}: {err.strip()}")
+        time.sleep(interval_s)
+        summary = fio.parse(job.stop(), "read")
     finally:
-        if job.poll() is None:
-            job.kill()
-        owner.stop()
-    with open(report, encoding="utf-8") as f:
-        summary = fio.parse(json.load(f), "read")
+        job.kill()
+        notes = []
+        try:
+            code = owner.stop()
+            if code != 0:
+                notes.append(f"last owner {owner.pid} exited {code} on SIGTERM; log {owner.log}")
+        except GadgetError as e:  # the measurement stands; the failure to stop is reported
+            owner.kill()
+            notes.append(f"last owner did not stop on SIGTERM, killed: {e}")
     log = latlog.parse(Path(f"{lat_prefix}_lat.1.log"))
     stalls = latlog.stalls(log, windows)
     p99 = latlog.percentile(latlog.steady(log, windows), 99)
     picture = plot.latency_over_time(log, stalls, p99, title, out_dir / "handover-latency.png")
-    return StallResult(log, stalls, p99, summary, picture)
+    return StallResult(log, stalls, p99, summary, picture, notes)

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class Geometry:
 class Device:
     path: str  # the block device fio runs on
     detail: str  # how it was made, for the record
+    server_pid: int | None = None  # the userspace server behind it, if ours (for py-spy)
 
 
 Peer = Callable[[Geometry], AbstractContextManager[Device]]
@@ -55,7 +57,7 @@ def null_blk(g: Geometry) -> Iterator[Device]:
             _run(["mount", "-t", "configfs", "configfs", str(CONFIGFS)])
         if not NULLB.is_dir():
             raise RuntimeError(f"{NULLB} missing: null_blk is not loaded")
-    node = NULLB / "bench"
+    node = NULLB / "bench_nullb"
     node.mkdir()
     try:
         settings = {
@@ -67,9 +69,10 @@ def null_blk(g: Geometry) -> Iterator[Device]:
         }
         for key, value in settings.items():
             (node / key).write_text(value)
-        index = (node / "index").read_text().strip()
+        # Since Linux 6.0 the disk takes the configfs directory's name; before, nullb<index>.
+        name = node.name if Path(f"/sys/block/{node.name}").exists() else f"nullb{(node / 'index').read_text().strip()}"
         detail = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "power")
-        yield Device(f"/dev/nullb{index}", f"null_blk configfs {detail}")
+        yield Device(f"/dev/{name}", f"null_blk configfs {detail}")
     finally:
         (node / "power").write_text("0")
         node.rmdir()
@@ -120,8 +123,8 @@ def kublk_loop(binary: str) -> Peer:
     return peer
 
 
-def gadget(target: str, log_dir: Path, profile: Path | None = None) -> Peer:
-    """A gadget device of ``target`` (null, mem or file); ``profile``: py-spy samples it there."""
+def gadget(target: str, log_dir: Path) -> Peer:
+    """A gadget device of ``target`` (null, mem or file)."""
 
     @contextmanager
     def peer(g: Geometry) -> Iterator[Device]:
@@ -129,8 +132,7 @@ def gadget(target: str, log_dir: Path, profile: Path | None = None) -> Peer:
         spec += f",path={g.backing_file}" if target == "file" else f",size={g.size}"
         served = Gadget.serve([spec], log_dir / f"gadget-{target}.log")
         try:
-            with profiled(served.pid, profile):
-                yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec}")
+            yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec}", served.pid)
         finally:
             code = served.stop()
             if code != 0:
@@ -139,15 +141,23 @@ def gadget(target: str, log_dir: Path, profile: Path | None = None) -> Peer:
     return peer
 
 
+def _beside_python(tool: str) -> str:
+    """A console script of the running interpreter's environment (the VM has no venv on PATH)."""
+    beside = Path(sys.executable).parent / tool
+    return str(beside) if beside.exists() else tool
+
+
 @contextmanager
-def profiled(pid: int, out: Path | None) -> Iterator[None]:
+def profiled(pid: int | None, out: Path | None) -> Iterator[None]:
     """Sample ``pid``'s Python stacks with py-spy into ``out``, idle samples included (a queue
     thread waiting in io_uring_enter is the kernel's share), as collapsed stacks: one line per
     distinct stack with its sample count (``python -m bench.profile`` reads them)."""
     if out is None:
         yield
         return
-    cmd = ["py-spy", "record", "--pid", str(pid), "--threads", "--idle", "--rate", "100", "--nonblocking",
+    if pid is None:
+        raise RuntimeError(f"cannot profile into {out}: the device has no userspace server of ours")
+    cmd = [_beside_python("py-spy"), "record", "--pid", str(pid), "--threads", "--idle", "--rate", "100", "--nonblocking",
            "--format", "raw", "--output", str(out)]  # fmt: skip
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -138,4 +138,5 @@ def format_stall(stall: Mapping[str, Any]) -> str:
             f"{w['longest_spanning_io_ms']:8.1f} ms ({w['spanning_ios']} I/Os spanned it)"
         )
     lines.append(f"  picture: {stall['picture']}")
+    lines += [f"  note: {note}" for note in stall.get("notes", [])]
     return "\n".join(lines)

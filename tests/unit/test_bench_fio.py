@@ -78,3 +78,16 @@ def test_a_real_fio_report_parses(tmp_path: Path) -> None:
     assert r.ios > 0 and r.iops > 0
     assert r.bw_bytes == pytest.approx(r.iops * 4096, rel=0.01)
     assert 0 < r.lat_p50_ns <= r.lat_p99_ns <= r.lat_max_ns
+
+
+def test_a_report_after_fio_notices_loads(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text('\nfio: terminating on signal 2\n{\n  "jobs": []\n}\n')
+    assert fio.load(path) == {"jobs": []}
+
+
+def test_a_report_without_json_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text("fio: pid=0, err=22/file:filesetup.c:1155\n")
+    with pytest.raises(fio.FioError, match="r.json: not a fio JSON report"):
+        fio.load(path)
