@@ -7,10 +7,10 @@ import difflib
 import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
 from .diagnostics import GenError, GenErrors
-from .generate import generate
 
 _RECORDED_HEADER = re.compile(r"^\s*ublk-bindings-gen --header (\S+) --output", re.M)
 
@@ -33,8 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     if (args.check is None) == (args.output is None):
         parser.error("give either --output (with --header) or --check")
     try:
+        from .generate import generate
+    except ImportError as e:  # the runtime package installs without the generator's deps
+        print(f"ublk-bindings-gen: {e.name} is missing: pip install 'ublk-bindings[codegen]'",
+              file=sys.stderr)
+        return 1
+    try:
         if args.check is not None:
-            return _check(args.check, args.header, args.kernel, tuple(args.include_dir))
+            return _check(generate, args.check, args.header, args.kernel,
+                          tuple(args.include_dir))
         if args.header is None:
             parser.error("--output needs --header")
         source = generate(args.header, args.output, kernel=args.kernel,
@@ -48,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _check(module: Path, header: Path | None, kernel: str | None,
-           include_dirs: tuple[Path, ...]) -> int:
+def _check(generate: Callable[..., str], module: Path, header: Path | None,
+           kernel: str | None, include_dirs: tuple[Path, ...]) -> int:
+    """Regenerate next to ``module`` and compare; print the diff and the fix if it drifted."""
     if not module.is_file():
         print(f"ublk-bindings-gen: {module}: no such file", file=sys.stderr)
         return 1
