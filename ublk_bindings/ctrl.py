@@ -118,9 +118,17 @@ class Control:
 
     ``timeout`` (seconds, ``None`` = wait forever) bounds every command; on expiry
     :class:`UblkTimeout` is raised and the command's buffers stay alive until it completes.
+    ``ioctl_encode`` overrides the choice of opcodes (``False``: the legacy numbers, which is
+    how a 6.1 kernel is driven; newer ones accept them with CONFIG_BLKDEV_UBLK_LEGACY_OPCODES).
     """
 
-    def __init__(self, path: str = CONTROL_PATH, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str = CONTROL_PATH,
+        *,
+        timeout: float | None = None,
+        ioctl_encode: bool | None = None,
+    ) -> None:
         self.timeout = timeout
         self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -139,7 +147,9 @@ class Control:
             self.features = self.get_features()
         except UblkError as e:  # 6.1: no GET_FEATURES (EOPNOTSUPP, or its internal ENOTSUPP)
             self.features_error = e
-        self._ioctl_encode = bool(self.features and self.features & UBLK_F_CMD_IOCTL_ENCODE)
+        if ioctl_encode is None:
+            ioctl_encode = bool(self.features and self.features & UBLK_F_CMD_IOCTL_ENCODE)
+        self._ioctl_encode = ioctl_encode
 
     # -- lifetime ---------------------------------------------------------------------------
 

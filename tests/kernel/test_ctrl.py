@@ -433,3 +433,26 @@ def test_end_user_recovery_of_a_live_device(ctrl: Control, started: Device) -> N
         with pytest.raises(UblkError) as e:  # not in a recoverable state: it is LIVE
             ctrl.end_user_recovery(dev.dev_id)
         assert e.value.errno == errno.EBUSY
+
+
+# -- legacy opcodes ---------------------------------------------------------------------------
+
+
+def test_a_device_life_cycle_on_legacy_opcodes() -> None:
+    # Linux 6.1 has no ioctl-encoded commands and no GET_FEATURES; its drive path is the
+    # legacy UBLK_CMD_* numbers, which later kernels still accept (Debian builds them with
+    # CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=y), so it is proven here.
+    with Control(timeout=TIMEOUT, ioctl_encode=False) as legacy:
+        assert not legacy.ioctl_encode
+        with Device(legacy, zero_reader).create(dev_info(), basic_params(size=4 * MiB)) as dev:
+            assert legacy.get_dev_info(dev.dev_id).state == UBLK_S_DEV_LIVE
+            assert legacy.get_params(dev.dev_id).basic.dev_sectors == 4 * MiB >> 9
+            assert bytes(legacy.get_dev_info2(dev.dev_id)) == bytes(
+                legacy.get_dev_info(dev.dev_id))
+            assert legacy.get_queue_affinity(dev.dev_id, 0)
+            with open(dev.block_path, "rb", buffering=0) as disk:
+                assert disk.read(4096) == bytes(4096)
+            dev_id = dev.dev_id
+        with pytest.raises(UblkError) as e:
+            legacy.get_dev_info(dev_id)
+        assert e.value.errno == errno.ENODEV
