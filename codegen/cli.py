@@ -12,7 +12,7 @@ from typing import Callable
 from . import __version__
 from .diagnostics import GenError, GenErrors
 
-_RECORDED_HEADER = re.compile(r"^\s*ublk-bindings-gen --header (\S+) --output", re.M)
+_RECORDED_HEADER = re.compile(r"^where <header> is (\S+) relative to this file", re.M)
 
 
 def main(argv: list[str] | None = None) -> int:
