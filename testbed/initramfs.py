@@ -38,6 +38,7 @@ MODULES = (
     Module("ublk_drv"),
     Module("null_blk", "nr_devices=0"),  # none until a test or benchmark makes one in configfs
     Module("loop"),
+    Module("ext4"),  # mkfs.ext4 + mount on gadget devices (tests/kernel/test_gadget.py)
 )
 
 
