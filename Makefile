@@ -71,9 +71,9 @@ typecheck: setup
 
 unit: setup
 	$(call banner,unit tests on the host)
-	@$(with_liburing) $(call pytest_stage,$(VENV)/bin/pytest -rs tests/unit testbed/tests,unit tests)
+	@$(with_liburing) $(call pytest_stage,$(PY) -m pytest -rs tests/unit testbed/tests,unit tests)
 
 kernel-%: setup
 	$(call banner,kernel tests in the VM: Debian $*)
 	@$(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
-		$(VENV)/bin/pytest -rs -m ublk tests/kernel,kernel tests on $*)
+		$(PY) -m pytest -rs -m ublk tests/kernel,kernel tests on $*)
