@@ -73,7 +73,7 @@ unit: setup
 	$(call banner,unit tests on the host)
 	@$(with_liburing) $(call pytest_stage,$(PY) -m pytest -rs tests/unit testbed/tests,unit tests)
 
-kernel-%: setup
+$(SUITES:%=kernel-%): kernel-%: setup
 	$(call banner,kernel tests in the VM: Debian $*)
 	@$(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
 		$(PY) -m pytest -rs -m ublk tests/kernel,kernel tests on $*)
