@@ -67,5 +67,6 @@ def clean(token: str) -> str:
         lines.pop(0)
     while lines and not lines[-1].strip():
         lines.pop()
-    indent = min((len(l) - len(l.lstrip()) for l in lines if l.strip()), default=0)
+    indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()),
+                 default=0)
     return "\n".join(line[indent:] for line in lines)

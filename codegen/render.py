@@ -8,13 +8,13 @@ no absolute paths, no dict-order surprises.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from .cint import CHAR
-from .model import (Array, Constant, Field, Function, Module, Record, RecordRef, Scalar,
+from .model import (Array, Constant, Function, Module, Record, RecordRef, Scalar,
                     TypeRef)
 from .translate import class_ref, ctype_of, mangled, py_name, python_literal
 from .typetable import describe
@@ -165,6 +165,3 @@ def constant_literal(c: Constant) -> str:
     if patterned and c.value >= 0:
         return f"{c.value:#x}"
     return str(c.value)
-
-
-__all__ = ["render", "annotation", "docstring", "Array", "Field"]

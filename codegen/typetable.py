@@ -7,7 +7,7 @@ from pycparser import c_ast
 from . import cint
 from .cint import CInt
 from .diagnostics import GenError, Location
-from .model import Array, Field, Record, RecordRef, Scalar, TypeRef
+from .model import Field, Record, RecordRef, Scalar, TypeRef
 
 
 def location(node: c_ast.Node) -> Location | None:
@@ -92,6 +92,3 @@ def describe(t: TypeRef) -> str:
     if isinstance(t, RecordRef):
         return t.name
     return f"{describe(t.element)}[{t.length}]"
-
-
-__all__ = ["TypeTable", "Array", "location", "describe"]

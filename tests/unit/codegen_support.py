@@ -26,7 +26,7 @@ from ublk_bindings_codegen.preprocess import INCLUDE_DIR
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "headers"
 UBLK_HEADERS = {version: FIXTURES / version / "ublk_cmd.h" for version in ("6.1", "6.12", "7.2")}
-BUNDLED = {"ublk_cmd.h": REPO / "headers" / "ublk_cmd.h", "io_uring.h": REPO / "headers" / "io_uring.h"}
+BUNDLED = {name: REPO / "headers" / name for name in ("ublk_cmd.h", "io_uring.h")}
 ALL_HEADERS = {**{f"ublk_cmd.h@{v}": p for v, p in UBLK_HEADERS.items()},
                "io_uring.h@7.2": BUNDLED["io_uring.h"]}
 

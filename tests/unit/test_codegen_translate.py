@@ -8,7 +8,6 @@ Constructs outside the subset must be refused with file:line, never mistranslate
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
