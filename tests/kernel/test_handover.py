@@ -125,7 +125,8 @@ class Fio:
         self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=300)
         assert self.proc.returncode == 128, err  # fio's status when a signal ended it
-        jobs = json.loads(self.report.read_text())["jobs"]
+        text = self.report.read_text()  # warnings may come before the JSON
+        jobs = json.loads(text[text.index("{"):])["jobs"]
         assert [job["error"] for job in jobs] == [0] * len(jobs), err
         assert all(job["write"]["io_bytes"] > 0 and job["read"]["io_bytes"] > 0 for job in jobs)
         return {"jobs": jobs}
