@@ -49,7 +49,8 @@ class RequestHandler:
         op = op_flags & 0xFF
         offset = iod.start_sector << SECTOR_SHIFT
         length = iod.nr_sectors << SECTOR_SHIFT
-        if offset + length > self._size:
+        # A FLUSH has no range (blk-flush sets its sector to ~0); every other op is checked.
+        if offset + length > self._size and op != UBLK_IO_OP_FLUSH:
             return -errno.EIO  # the kernel checks against dev_sectors; never trust, never crash
         try:
             if op == UBLK_IO_OP_READ:

@@ -100,6 +100,12 @@ def test_flush_discard_and_write_zeroes_complete_with_zero() -> None:
     ]
 
 
+def test_a_flush_carries_no_range_and_is_served_whatever_its_sector() -> None:
+    t = Recorder(size=4096)
+    assert serve(t, iod(UBLK_IO_OP_FLUSH, start_sector=(1 << 64) - 1)) == 0  # as blk-flush sends it
+    assert t.calls == [("flush",)]
+
+
 def test_an_op_the_target_does_not_serve_is_eopnotsupp() -> None:
     assert serve(Recorder(), iod(UBLK_IO_OP_ZONE_OPEN)) == -errno.EOPNOTSUPP
 
