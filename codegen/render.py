@@ -56,6 +56,7 @@ def render(module: Module, helpers: set[str]) -> str:
         + [f.name for f in module.functions])
     return _template().render(
         m=module, classes=classes, helpers=helpers, exported=exported,
+        enum_classes=_enum_classes(module),
         static=[c for c in module.constants if c.value is not None],
         dynamic=[c for c in module.constants if c.value is None],
         ctype_of=ctype_of, class_ref=class_ref)
@@ -74,6 +75,41 @@ def _template() -> jinja2.Template:
     env.filters["trailing"] = trailing_comment
     env.filters["function_doc"] = function_doc
     return env.get_template("module.py.j2")
+
+
+@dataclass
+class _EnumClass:
+    """A C enum or a family, as the class type checkers see and the lazy table builds."""
+
+    name: str
+    kind: str
+    doc: str
+    prefix: str  # member name + prefix = the module constant
+    members: list[tuple[str, str]]  # (member, module constant)
+
+    @property
+    def member_lines(self) -> list[str]:
+        """The member names as a tuple body, wrapped at 96 columns."""
+        lines, line = [], ""
+        for member, _ in self.members:
+            item = f'"{member}",'
+            if line and len(line) + len(item) + 17 > 96:
+                lines.append(line)
+                line = ""
+            line = f"{line} {item}" if line else item
+        return [*lines, line] if line else lines
+
+
+def _enum_classes(module: Module) -> list[_EnumClass]:
+    classes = [_EnumClass(e.tag, "IntEnum", f"C ``enum {e.tag}``.", "",
+                          [(i.name, i.name) for i in e.enumerators])
+               for e in module.enums if e.tag]
+    for f in module.families:
+        what = "flags" if f.kind == "IntFlag" else "an enumeration"
+        classes.append(_EnumClass(f.name, f.kind,
+                                  f"``{f.prefix}*`` as {what}: a value's repr names its members.",
+                                  f.prefix, f.members))
+    return classes
 
 
 def _class(record: Record, records: dict[str, Record]) -> _Class:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+from typing import TYPE_CHECKING
 
 __header__ = "io_uring.h"
 __header_sha256__ = "8488b223988fe798a9c1c81d13a550a27cac1f096bdd016ef9eb5e51adaf46a7"
@@ -363,34 +364,19 @@ IORING_CQE_F_TSTAMP_HW = 0x10000  # ((__u32)1 << IORING_TIMESTAMP_HW_SHIFT)
 IORING_ZCRX_AREA_DMABUF = 1
 
 
-class io_uring_zcrx_area_flags(enum.IntEnum):
-    """C ``enum io_uring_zcrx_area_flags``."""
-
-    IORING_ZCRX_AREA_DMABUF = 1
-
-
 # enum zcrx_reg_flags
 ZCRX_REG_IMPORT = 1
-ZCRX_REG_NODEV = 2  # Register a zcrx instance without a net device. All data will be copied. The refill queue entries might not be automatically consumed and need to be flushed, see ZCRX_CTRL_FLUSH_RQ.
-
-
-class zcrx_reg_flags(enum.IntEnum):
-    """C ``enum zcrx_reg_flags``."""
-
-    ZCRX_REG_IMPORT = 1
-    ZCRX_REG_NODEV = 2
+# Register a zcrx instance without a net device. All data will be
+# copied. The refill queue entries might not be automatically
+# consumed and need to be flushed, see ZCRX_CTRL_FLUSH_RQ.
+ZCRX_REG_NODEV = 2
 
 
 # enum zcrx_features
-ZCRX_FEATURE_RX_PAGE_SIZE = 1  # The user can ask for the desired rx page size by passing the value in struct io_uring_zcrx_ifq_reg::rx_buf_len.
+# The user can ask for the desired rx page size by passing the
+# value in struct io_uring_zcrx_ifq_reg::rx_buf_len.
+ZCRX_FEATURE_RX_PAGE_SIZE = 1
 ZCRX_FEATURE_EVENT = 2
-
-
-class zcrx_features(enum.IntEnum):
-    """C ``enum zcrx_features``."""
-
-    ZCRX_FEATURE_RX_PAGE_SIZE = 1
-    ZCRX_FEATURE_EVENT = 2
 
 
 # enum zcrx_event_type
@@ -399,22 +385,9 @@ ZCRX_EVENT_COPY = 1
 __ZCRX_EVENT_TYPE_LAST = 2
 
 
-class zcrx_event_type(enum.IntEnum):
-    """C ``enum zcrx_event_type``."""
-
-    ZCRX_EVENT_ALLOC_FAIL = 0
-    ZCRX_EVENT_COPY = 1
-    __ZCRX_EVENT_TYPE_LAST = 2
-
-
 # enum zcrx_event_desc_flags
-ZCRX_EVENT_DESC_FLAG_STATS = 1  # If set, stats_offset holds a valid offset to a zcrx_stats struct
-
-
-class zcrx_event_desc_flags(enum.IntEnum):
-    """C ``enum zcrx_event_desc_flags``."""
-
-    ZCRX_EVENT_DESC_FLAG_STATS = 1
+# If set, stats_offset holds a valid offset to a zcrx_stats struct
+ZCRX_EVENT_DESC_FLAG_STATS = 1
 
 
 # enum zcrx_ctrl_op
@@ -422,15 +395,6 @@ ZCRX_CTRL_FLUSH_RQ = 0
 ZCRX_CTRL_EXPORT = 1
 ZCRX_CTRL_ARM_EVENT = 2
 __ZCRX_CTRL_LAST = 3
-
-
-class zcrx_ctrl_op(enum.IntEnum):
-    """C ``enum zcrx_ctrl_op``."""
-
-    ZCRX_CTRL_FLUSH_RQ = 0
-    ZCRX_CTRL_EXPORT = 1
-    ZCRX_CTRL_ARM_EVENT = 2
-    __ZCRX_CTRL_LAST = 3
 
 
 # enum io_uring_sqe_flags_bit
@@ -441,18 +405,6 @@ IOSQE_IO_HARDLINK_BIT = 3
 IOSQE_ASYNC_BIT = 4
 IOSQE_BUFFER_SELECT_BIT = 5
 IOSQE_CQE_SKIP_SUCCESS_BIT = 6
-
-
-class io_uring_sqe_flags_bit(enum.IntEnum):
-    """C ``enum io_uring_sqe_flags_bit``."""
-
-    IOSQE_FIXED_FILE_BIT = 0
-    IOSQE_IO_DRAIN_BIT = 1
-    IOSQE_IO_LINK_BIT = 2
-    IOSQE_IO_HARDLINK_BIT = 3
-    IOSQE_ASYNC_BIT = 4
-    IOSQE_BUFFER_SELECT_BIT = 5
-    IOSQE_CQE_SKIP_SUCCESS_BIT = 6
 
 
 # enum io_uring_op
@@ -524,88 +476,10 @@ IORING_OP_URING_CMD128 = 64
 IORING_OP_LAST = 65  # this goes last, obviously
 
 
-class io_uring_op(enum.IntEnum):
-    """C ``enum io_uring_op``."""
-
-    IORING_OP_NOP = 0
-    IORING_OP_READV = 1
-    IORING_OP_WRITEV = 2
-    IORING_OP_FSYNC = 3
-    IORING_OP_READ_FIXED = 4
-    IORING_OP_WRITE_FIXED = 5
-    IORING_OP_POLL_ADD = 6
-    IORING_OP_POLL_REMOVE = 7
-    IORING_OP_SYNC_FILE_RANGE = 8
-    IORING_OP_SENDMSG = 9
-    IORING_OP_RECVMSG = 10
-    IORING_OP_TIMEOUT = 11
-    IORING_OP_TIMEOUT_REMOVE = 12
-    IORING_OP_ACCEPT = 13
-    IORING_OP_ASYNC_CANCEL = 14
-    IORING_OP_LINK_TIMEOUT = 15
-    IORING_OP_CONNECT = 16
-    IORING_OP_FALLOCATE = 17
-    IORING_OP_OPENAT = 18
-    IORING_OP_CLOSE = 19
-    IORING_OP_FILES_UPDATE = 20
-    IORING_OP_STATX = 21
-    IORING_OP_READ = 22
-    IORING_OP_WRITE = 23
-    IORING_OP_FADVISE = 24
-    IORING_OP_MADVISE = 25
-    IORING_OP_SEND = 26
-    IORING_OP_RECV = 27
-    IORING_OP_OPENAT2 = 28
-    IORING_OP_EPOLL_CTL = 29
-    IORING_OP_SPLICE = 30
-    IORING_OP_PROVIDE_BUFFERS = 31
-    IORING_OP_REMOVE_BUFFERS = 32
-    IORING_OP_TEE = 33
-    IORING_OP_SHUTDOWN = 34
-    IORING_OP_RENAMEAT = 35
-    IORING_OP_UNLINKAT = 36
-    IORING_OP_MKDIRAT = 37
-    IORING_OP_SYMLINKAT = 38
-    IORING_OP_LINKAT = 39
-    IORING_OP_MSG_RING = 40
-    IORING_OP_FSETXATTR = 41
-    IORING_OP_SETXATTR = 42
-    IORING_OP_FGETXATTR = 43
-    IORING_OP_GETXATTR = 44
-    IORING_OP_SOCKET = 45
-    IORING_OP_URING_CMD = 46
-    IORING_OP_SEND_ZC = 47
-    IORING_OP_SENDMSG_ZC = 48
-    IORING_OP_READ_MULTISHOT = 49
-    IORING_OP_WAITID = 50
-    IORING_OP_FUTEX_WAIT = 51
-    IORING_OP_FUTEX_WAKE = 52
-    IORING_OP_FUTEX_WAITV = 53
-    IORING_OP_FIXED_FD_INSTALL = 54
-    IORING_OP_FTRUNCATE = 55
-    IORING_OP_BIND = 56
-    IORING_OP_LISTEN = 57
-    IORING_OP_RECV_ZC = 58
-    IORING_OP_EPOLL_WAIT = 59
-    IORING_OP_READV_FIXED = 60
-    IORING_OP_WRITEV_FIXED = 61
-    IORING_OP_PIPE = 62
-    IORING_OP_NOP128 = 63
-    IORING_OP_URING_CMD128 = 64
-    IORING_OP_LAST = 65
-
-
 # enum io_uring_msg_ring_flags
 # IORING_OP_MSG_RING command types, stored in sqe->addr
 IORING_MSG_DATA = 0  # pass sqe->len as 'res' and off as user_data
 IORING_MSG_SEND_FD = 1  # send a registered fd to another ring
-
-
-class io_uring_msg_ring_flags(enum.IntEnum):
-    """C ``enum io_uring_msg_ring_flags``."""
-
-    IORING_MSG_DATA = 0
-    IORING_MSG_SEND_FD = 1
 
 
 # enum io_uring_register_op
@@ -635,7 +509,8 @@ IORING_UNREGISTER_RING_FDS = 21
 IORING_REGISTER_PBUF_RING = 22  # register ring based provide buffer group
 IORING_UNREGISTER_PBUF_RING = 23
 IORING_REGISTER_SYNC_CANCEL = 24  # sync cancelation API
-IORING_REGISTER_FILE_ALLOC_RANGE = 25  # register a range of fixed file slots for automatic slot allocation
+# register a range of fixed file slots for automatic slot allocation
+IORING_REGISTER_FILE_ALLOC_RANGE = 25
 IORING_REGISTER_PBUF_STATUS = 26  # return status information for a buffer group
 IORING_REGISTER_NAPI = 27  # set/clear busy poll settings
 IORING_UNREGISTER_NAPI = 28
@@ -649,65 +524,14 @@ IORING_REGISTER_QUERY = 35  # query various aspects of io_uring, see linux/io_ur
 IORING_REGISTER_ZCRX_CTRL = 36  # auxiliary zcrx configuration, see enum zcrx_ctrl_op
 IORING_REGISTER_BPF_FILTER = 37  # register bpf filtering programs
 IORING_REGISTER_LAST = 38  # this goes last
-IORING_REGISTER_USE_REGISTERED_RING = 2147483648  # flag added to the opcode to use a registered ring fd
-
-
-class io_uring_register_op(enum.IntEnum):
-    """C ``enum io_uring_register_op``."""
-
-    IORING_REGISTER_BUFFERS = 0
-    IORING_UNREGISTER_BUFFERS = 1
-    IORING_REGISTER_FILES = 2
-    IORING_UNREGISTER_FILES = 3
-    IORING_REGISTER_EVENTFD = 4
-    IORING_UNREGISTER_EVENTFD = 5
-    IORING_REGISTER_FILES_UPDATE = 6
-    IORING_REGISTER_EVENTFD_ASYNC = 7
-    IORING_REGISTER_PROBE = 8
-    IORING_REGISTER_PERSONALITY = 9
-    IORING_UNREGISTER_PERSONALITY = 10
-    IORING_REGISTER_RESTRICTIONS = 11
-    IORING_REGISTER_ENABLE_RINGS = 12
-    IORING_REGISTER_FILES2 = 13
-    IORING_REGISTER_FILES_UPDATE2 = 14
-    IORING_REGISTER_BUFFERS2 = 15
-    IORING_REGISTER_BUFFERS_UPDATE = 16
-    IORING_REGISTER_IOWQ_AFF = 17
-    IORING_UNREGISTER_IOWQ_AFF = 18
-    IORING_REGISTER_IOWQ_MAX_WORKERS = 19
-    IORING_REGISTER_RING_FDS = 20
-    IORING_UNREGISTER_RING_FDS = 21
-    IORING_REGISTER_PBUF_RING = 22
-    IORING_UNREGISTER_PBUF_RING = 23
-    IORING_REGISTER_SYNC_CANCEL = 24
-    IORING_REGISTER_FILE_ALLOC_RANGE = 25
-    IORING_REGISTER_PBUF_STATUS = 26
-    IORING_REGISTER_NAPI = 27
-    IORING_UNREGISTER_NAPI = 28
-    IORING_REGISTER_CLOCK = 29
-    IORING_REGISTER_CLONE_BUFFERS = 30
-    IORING_REGISTER_SEND_MSG_RING = 31
-    IORING_REGISTER_ZCRX_IFQ = 32
-    IORING_REGISTER_RESIZE_RINGS = 33
-    IORING_REGISTER_MEM_REGION = 34
-    IORING_REGISTER_QUERY = 35
-    IORING_REGISTER_ZCRX_CTRL = 36
-    IORING_REGISTER_BPF_FILTER = 37
-    IORING_REGISTER_LAST = 38
-    IORING_REGISTER_USE_REGISTERED_RING = 2147483648
+# flag added to the opcode to use a registered ring fd
+IORING_REGISTER_USE_REGISTERED_RING = 2147483648
 
 
 # enum io_wq_type
 # io-wq worker categories
 IO_WQ_BOUND = 0
 IO_WQ_UNBOUND = 1
-
-
-class io_wq_type(enum.IntEnum):
-    """C ``enum io_wq_type``."""
-
-    IO_WQ_BOUND = 0
-    IO_WQ_UNBOUND = 1
 
 
 # enum (anonymous)
@@ -743,25 +567,10 @@ IOU_PBUF_RING_MMAP = 1
 IOU_PBUF_RING_INC = 2
 
 
-class io_uring_register_pbuf_ring_flags(enum.IntEnum):
-    """C ``enum io_uring_register_pbuf_ring_flags``."""
-
-    IOU_PBUF_RING_MMAP = 1
-    IOU_PBUF_RING_INC = 2
-
-
 # enum io_uring_napi_op
 IO_URING_NAPI_REGISTER_OP = 0  # register/ungister backward compatible opcode
 IO_URING_NAPI_STATIC_ADD_ID = 1  # opcodes to update napi_list when static tracking is used
 IO_URING_NAPI_STATIC_DEL_ID = 2
-
-
-class io_uring_napi_op(enum.IntEnum):
-    """C ``enum io_uring_napi_op``."""
-
-    IO_URING_NAPI_REGISTER_OP = 0
-    IO_URING_NAPI_STATIC_ADD_ID = 1
-    IO_URING_NAPI_STATIC_DEL_ID = 2
 
 
 # enum io_uring_napi_tracking_strategy
@@ -770,31 +579,14 @@ IO_URING_NAPI_TRACKING_STATIC = 1
 IO_URING_NAPI_TRACKING_INACTIVE = 255
 
 
-class io_uring_napi_tracking_strategy(enum.IntEnum):
-    """C ``enum io_uring_napi_tracking_strategy``."""
-
-    IO_URING_NAPI_TRACKING_DYNAMIC = 0
-    IO_URING_NAPI_TRACKING_STATIC = 1
-    IO_URING_NAPI_TRACKING_INACTIVE = 255
-
-
 # enum io_uring_register_restriction_op
 # io_uring_restriction->opcode values
 IORING_RESTRICTION_REGISTER_OP = 0  # Allow an io_uring_register(2) opcode
 IORING_RESTRICTION_SQE_OP = 1  # Allow an sqe opcode
 IORING_RESTRICTION_SQE_FLAGS_ALLOWED = 2  # Allow sqe flags
-IORING_RESTRICTION_SQE_FLAGS_REQUIRED = 3  # Require sqe flags (these flags must be set on each submission)
+# Require sqe flags (these flags must be set on each submission)
+IORING_RESTRICTION_SQE_FLAGS_REQUIRED = 3
 IORING_RESTRICTION_LAST = 4
-
-
-class io_uring_register_restriction_op(enum.IntEnum):
-    """C ``enum io_uring_register_restriction_op``."""
-
-    IORING_RESTRICTION_REGISTER_OP = 0
-    IORING_RESTRICTION_SQE_OP = 1
-    IORING_RESTRICTION_SQE_FLAGS_ALLOWED = 2
-    IORING_RESTRICTION_SQE_FLAGS_REQUIRED = 3
-    IORING_RESTRICTION_LAST = 4
 
 
 # enum (anonymous)
@@ -809,17 +601,6 @@ SOCKET_URING_OP_GETSOCKOPT = 2
 SOCKET_URING_OP_SETSOCKOPT = 3
 SOCKET_URING_OP_TX_TIMESTAMP = 4
 SOCKET_URING_OP_GETSOCKNAME = 5
-
-
-class io_uring_socket_op(enum.IntEnum):
-    """C ``enum io_uring_socket_op``."""
-
-    SOCKET_URING_OP_SIOCINQ = 0
-    SOCKET_URING_OP_SIOCOUTQ = 1
-    SOCKET_URING_OP_GETSOCKOPT = 2
-    SOCKET_URING_OP_SETSOCKOPT = 3
-    SOCKET_URING_OP_TX_TIMESTAMP = 4
-    SOCKET_URING_OP_GETSOCKNAME = 5
 
 
 class io_uring_zcrx_rqe(ctypes.Structure):
@@ -1918,155 +1699,634 @@ class io_timespec(ctypes.Structure):
     tv_nsec: int
 
 
-class Iosqe(enum.IntFlag):
-    """``IOSQE_*`` as flags: a value's repr names its members."""
+# Enum classes over the constants above: each C enum and each name-prefix family.  Python
+# takes longer to create them than to import the rest of this module, so at run time each is
+# built on first use; type checkers read the classes below.
+if TYPE_CHECKING:
 
-    FIXED_FILE = IOSQE_FIXED_FILE
-    IO_DRAIN = IOSQE_IO_DRAIN
-    IO_LINK = IOSQE_IO_LINK
-    IO_HARDLINK = IOSQE_IO_HARDLINK
-    ASYNC = IOSQE_ASYNC
-    BUFFER_SELECT = IOSQE_BUFFER_SELECT
-    CQE_SKIP_SUCCESS = IOSQE_CQE_SKIP_SUCCESS
+    class io_uring_zcrx_area_flags(enum.IntEnum):
+        """C ``enum io_uring_zcrx_area_flags``."""
 
+        IORING_ZCRX_AREA_DMABUF = IORING_ZCRX_AREA_DMABUF
 
-class IoringSetup(enum.IntFlag):
-    """``IORING_SETUP_*`` as flags: a value's repr names its members."""
+    class zcrx_reg_flags(enum.IntEnum):
+        """C ``enum zcrx_reg_flags``."""
 
-    IOPOLL = IORING_SETUP_IOPOLL
-    SQPOLL = IORING_SETUP_SQPOLL
-    SQ_AFF = IORING_SETUP_SQ_AFF
-    CQSIZE = IORING_SETUP_CQSIZE
-    CLAMP = IORING_SETUP_CLAMP
-    ATTACH_WQ = IORING_SETUP_ATTACH_WQ
-    R_DISABLED = IORING_SETUP_R_DISABLED
-    SUBMIT_ALL = IORING_SETUP_SUBMIT_ALL
-    COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN
-    TASKRUN_FLAG = IORING_SETUP_TASKRUN_FLAG
-    SQE128 = IORING_SETUP_SQE128
-    CQE32 = IORING_SETUP_CQE32
-    SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER
-    DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN
-    NO_MMAP = IORING_SETUP_NO_MMAP
-    REGISTERED_FD_ONLY = IORING_SETUP_REGISTERED_FD_ONLY
-    NO_SQARRAY = IORING_SETUP_NO_SQARRAY
-    HYBRID_IOPOLL = IORING_SETUP_HYBRID_IOPOLL
-    CQE_MIXED = IORING_SETUP_CQE_MIXED
-    SQE_MIXED = IORING_SETUP_SQE_MIXED
-    SQ_REWIND = IORING_SETUP_SQ_REWIND
+        ZCRX_REG_IMPORT = ZCRX_REG_IMPORT
+        ZCRX_REG_NODEV = ZCRX_REG_NODEV
 
+    class zcrx_features(enum.IntEnum):
+        """C ``enum zcrx_features``."""
 
-class IoringUringCmd(enum.IntFlag):
-    """``IORING_URING_CMD_*`` as flags: a value's repr names its members."""
+        ZCRX_FEATURE_RX_PAGE_SIZE = ZCRX_FEATURE_RX_PAGE_SIZE
+        ZCRX_FEATURE_EVENT = ZCRX_FEATURE_EVENT
 
-    FIXED = IORING_URING_CMD_FIXED
-    MULTISHOT = IORING_URING_CMD_MULTISHOT
-    MASK = IORING_URING_CMD_MASK
+    class zcrx_event_type(enum.IntEnum):
+        """C ``enum zcrx_event_type``."""
 
+        ZCRX_EVENT_ALLOC_FAIL = ZCRX_EVENT_ALLOC_FAIL
+        ZCRX_EVENT_COPY = ZCRX_EVENT_COPY
+        __ZCRX_EVENT_TYPE_LAST = __ZCRX_EVENT_TYPE_LAST
 
-class IoringPoll(enum.IntFlag):
-    """``IORING_POLL_*`` as flags: a value's repr names its members."""
+    class zcrx_event_desc_flags(enum.IntEnum):
+        """C ``enum zcrx_event_desc_flags``."""
 
-    ADD_MULTI = IORING_POLL_ADD_MULTI
-    UPDATE_EVENTS = IORING_POLL_UPDATE_EVENTS
-    UPDATE_USER_DATA = IORING_POLL_UPDATE_USER_DATA
-    ADD_LEVEL = IORING_POLL_ADD_LEVEL
+        ZCRX_EVENT_DESC_FLAG_STATS = ZCRX_EVENT_DESC_FLAG_STATS
 
+    class zcrx_ctrl_op(enum.IntEnum):
+        """C ``enum zcrx_ctrl_op``."""
 
-class IoringAsyncCancel(enum.IntFlag):
-    """``IORING_ASYNC_CANCEL_*`` as flags: a value's repr names its members."""
+        ZCRX_CTRL_FLUSH_RQ = ZCRX_CTRL_FLUSH_RQ
+        ZCRX_CTRL_EXPORT = ZCRX_CTRL_EXPORT
+        ZCRX_CTRL_ARM_EVENT = ZCRX_CTRL_ARM_EVENT
+        __ZCRX_CTRL_LAST = __ZCRX_CTRL_LAST
 
-    ALL = IORING_ASYNC_CANCEL_ALL
-    FD = IORING_ASYNC_CANCEL_FD
-    ANY = IORING_ASYNC_CANCEL_ANY
-    FD_FIXED = IORING_ASYNC_CANCEL_FD_FIXED
-    USERDATA = IORING_ASYNC_CANCEL_USERDATA
-    OP = IORING_ASYNC_CANCEL_OP
+    class io_uring_sqe_flags_bit(enum.IntEnum):
+        """C ``enum io_uring_sqe_flags_bit``."""
 
+        IOSQE_FIXED_FILE_BIT = IOSQE_FIXED_FILE_BIT
+        IOSQE_IO_DRAIN_BIT = IOSQE_IO_DRAIN_BIT
+        IOSQE_IO_LINK_BIT = IOSQE_IO_LINK_BIT
+        IOSQE_IO_HARDLINK_BIT = IOSQE_IO_HARDLINK_BIT
+        IOSQE_ASYNC_BIT = IOSQE_ASYNC_BIT
+        IOSQE_BUFFER_SELECT_BIT = IOSQE_BUFFER_SELECT_BIT
+        IOSQE_CQE_SKIP_SUCCESS_BIT = IOSQE_CQE_SKIP_SUCCESS_BIT
 
-class IoringRecvsend(enum.IntFlag):
-    """``IORING_RECVSEND_*`` as flags: a value's repr names its members."""
+    class io_uring_op(enum.IntEnum):
+        """C ``enum io_uring_op``."""
 
-    POLL_FIRST = IORING_RECVSEND_POLL_FIRST
-    FIXED_BUF = IORING_RECVSEND_FIXED_BUF
-    BUNDLE = IORING_RECVSEND_BUNDLE
+        IORING_OP_NOP = IORING_OP_NOP
+        IORING_OP_READV = IORING_OP_READV
+        IORING_OP_WRITEV = IORING_OP_WRITEV
+        IORING_OP_FSYNC = IORING_OP_FSYNC
+        IORING_OP_READ_FIXED = IORING_OP_READ_FIXED
+        IORING_OP_WRITE_FIXED = IORING_OP_WRITE_FIXED
+        IORING_OP_POLL_ADD = IORING_OP_POLL_ADD
+        IORING_OP_POLL_REMOVE = IORING_OP_POLL_REMOVE
+        IORING_OP_SYNC_FILE_RANGE = IORING_OP_SYNC_FILE_RANGE
+        IORING_OP_SENDMSG = IORING_OP_SENDMSG
+        IORING_OP_RECVMSG = IORING_OP_RECVMSG
+        IORING_OP_TIMEOUT = IORING_OP_TIMEOUT
+        IORING_OP_TIMEOUT_REMOVE = IORING_OP_TIMEOUT_REMOVE
+        IORING_OP_ACCEPT = IORING_OP_ACCEPT
+        IORING_OP_ASYNC_CANCEL = IORING_OP_ASYNC_CANCEL
+        IORING_OP_LINK_TIMEOUT = IORING_OP_LINK_TIMEOUT
+        IORING_OP_CONNECT = IORING_OP_CONNECT
+        IORING_OP_FALLOCATE = IORING_OP_FALLOCATE
+        IORING_OP_OPENAT = IORING_OP_OPENAT
+        IORING_OP_CLOSE = IORING_OP_CLOSE
+        IORING_OP_FILES_UPDATE = IORING_OP_FILES_UPDATE
+        IORING_OP_STATX = IORING_OP_STATX
+        IORING_OP_READ = IORING_OP_READ
+        IORING_OP_WRITE = IORING_OP_WRITE
+        IORING_OP_FADVISE = IORING_OP_FADVISE
+        IORING_OP_MADVISE = IORING_OP_MADVISE
+        IORING_OP_SEND = IORING_OP_SEND
+        IORING_OP_RECV = IORING_OP_RECV
+        IORING_OP_OPENAT2 = IORING_OP_OPENAT2
+        IORING_OP_EPOLL_CTL = IORING_OP_EPOLL_CTL
+        IORING_OP_SPLICE = IORING_OP_SPLICE
+        IORING_OP_PROVIDE_BUFFERS = IORING_OP_PROVIDE_BUFFERS
+        IORING_OP_REMOVE_BUFFERS = IORING_OP_REMOVE_BUFFERS
+        IORING_OP_TEE = IORING_OP_TEE
+        IORING_OP_SHUTDOWN = IORING_OP_SHUTDOWN
+        IORING_OP_RENAMEAT = IORING_OP_RENAMEAT
+        IORING_OP_UNLINKAT = IORING_OP_UNLINKAT
+        IORING_OP_MKDIRAT = IORING_OP_MKDIRAT
+        IORING_OP_SYMLINKAT = IORING_OP_SYMLINKAT
+        IORING_OP_LINKAT = IORING_OP_LINKAT
+        IORING_OP_MSG_RING = IORING_OP_MSG_RING
+        IORING_OP_FSETXATTR = IORING_OP_FSETXATTR
+        IORING_OP_SETXATTR = IORING_OP_SETXATTR
+        IORING_OP_FGETXATTR = IORING_OP_FGETXATTR
+        IORING_OP_GETXATTR = IORING_OP_GETXATTR
+        IORING_OP_SOCKET = IORING_OP_SOCKET
+        IORING_OP_URING_CMD = IORING_OP_URING_CMD
+        IORING_OP_SEND_ZC = IORING_OP_SEND_ZC
+        IORING_OP_SENDMSG_ZC = IORING_OP_SENDMSG_ZC
+        IORING_OP_READ_MULTISHOT = IORING_OP_READ_MULTISHOT
+        IORING_OP_WAITID = IORING_OP_WAITID
+        IORING_OP_FUTEX_WAIT = IORING_OP_FUTEX_WAIT
+        IORING_OP_FUTEX_WAKE = IORING_OP_FUTEX_WAKE
+        IORING_OP_FUTEX_WAITV = IORING_OP_FUTEX_WAITV
+        IORING_OP_FIXED_FD_INSTALL = IORING_OP_FIXED_FD_INSTALL
+        IORING_OP_FTRUNCATE = IORING_OP_FTRUNCATE
+        IORING_OP_BIND = IORING_OP_BIND
+        IORING_OP_LISTEN = IORING_OP_LISTEN
+        IORING_OP_RECV_ZC = IORING_OP_RECV_ZC
+        IORING_OP_EPOLL_WAIT = IORING_OP_EPOLL_WAIT
+        IORING_OP_READV_FIXED = IORING_OP_READV_FIXED
+        IORING_OP_WRITEV_FIXED = IORING_OP_WRITEV_FIXED
+        IORING_OP_PIPE = IORING_OP_PIPE
+        IORING_OP_NOP128 = IORING_OP_NOP128
+        IORING_OP_URING_CMD128 = IORING_OP_URING_CMD128
+        IORING_OP_LAST = IORING_OP_LAST
 
+    class io_uring_msg_ring_flags(enum.IntEnum):
+        """C ``enum io_uring_msg_ring_flags``."""
 
-class IoringSend(enum.IntFlag):
-    """``IORING_SEND_*`` as flags: a value's repr names its members."""
+        IORING_MSG_DATA = IORING_MSG_DATA
+        IORING_MSG_SEND_FD = IORING_MSG_SEND_FD
 
-    ZC_REPORT_USAGE = IORING_SEND_ZC_REPORT_USAGE
-    VECTORIZED = IORING_SEND_VECTORIZED
+    class io_uring_register_op(enum.IntEnum):
+        """C ``enum io_uring_register_op``."""
 
+        IORING_REGISTER_BUFFERS = IORING_REGISTER_BUFFERS
+        IORING_UNREGISTER_BUFFERS = IORING_UNREGISTER_BUFFERS
+        IORING_REGISTER_FILES = IORING_REGISTER_FILES
+        IORING_UNREGISTER_FILES = IORING_UNREGISTER_FILES
+        IORING_REGISTER_EVENTFD = IORING_REGISTER_EVENTFD
+        IORING_UNREGISTER_EVENTFD = IORING_UNREGISTER_EVENTFD
+        IORING_REGISTER_FILES_UPDATE = IORING_REGISTER_FILES_UPDATE
+        IORING_REGISTER_EVENTFD_ASYNC = IORING_REGISTER_EVENTFD_ASYNC
+        IORING_REGISTER_PROBE = IORING_REGISTER_PROBE
+        IORING_REGISTER_PERSONALITY = IORING_REGISTER_PERSONALITY
+        IORING_UNREGISTER_PERSONALITY = IORING_UNREGISTER_PERSONALITY
+        IORING_REGISTER_RESTRICTIONS = IORING_REGISTER_RESTRICTIONS
+        IORING_REGISTER_ENABLE_RINGS = IORING_REGISTER_ENABLE_RINGS
+        IORING_REGISTER_FILES2 = IORING_REGISTER_FILES2
+        IORING_REGISTER_FILES_UPDATE2 = IORING_REGISTER_FILES_UPDATE2
+        IORING_REGISTER_BUFFERS2 = IORING_REGISTER_BUFFERS2
+        IORING_REGISTER_BUFFERS_UPDATE = IORING_REGISTER_BUFFERS_UPDATE
+        IORING_REGISTER_IOWQ_AFF = IORING_REGISTER_IOWQ_AFF
+        IORING_UNREGISTER_IOWQ_AFF = IORING_UNREGISTER_IOWQ_AFF
+        IORING_REGISTER_IOWQ_MAX_WORKERS = IORING_REGISTER_IOWQ_MAX_WORKERS
+        IORING_REGISTER_RING_FDS = IORING_REGISTER_RING_FDS
+        IORING_UNREGISTER_RING_FDS = IORING_UNREGISTER_RING_FDS
+        IORING_REGISTER_PBUF_RING = IORING_REGISTER_PBUF_RING
+        IORING_UNREGISTER_PBUF_RING = IORING_UNREGISTER_PBUF_RING
+        IORING_REGISTER_SYNC_CANCEL = IORING_REGISTER_SYNC_CANCEL
+        IORING_REGISTER_FILE_ALLOC_RANGE = IORING_REGISTER_FILE_ALLOC_RANGE
+        IORING_REGISTER_PBUF_STATUS = IORING_REGISTER_PBUF_STATUS
+        IORING_REGISTER_NAPI = IORING_REGISTER_NAPI
+        IORING_UNREGISTER_NAPI = IORING_UNREGISTER_NAPI
+        IORING_REGISTER_CLOCK = IORING_REGISTER_CLOCK
+        IORING_REGISTER_CLONE_BUFFERS = IORING_REGISTER_CLONE_BUFFERS
+        IORING_REGISTER_SEND_MSG_RING = IORING_REGISTER_SEND_MSG_RING
+        IORING_REGISTER_ZCRX_IFQ = IORING_REGISTER_ZCRX_IFQ
+        IORING_REGISTER_RESIZE_RINGS = IORING_REGISTER_RESIZE_RINGS
+        IORING_REGISTER_MEM_REGION = IORING_REGISTER_MEM_REGION
+        IORING_REGISTER_QUERY = IORING_REGISTER_QUERY
+        IORING_REGISTER_ZCRX_CTRL = IORING_REGISTER_ZCRX_CTRL
+        IORING_REGISTER_BPF_FILTER = IORING_REGISTER_BPF_FILTER
+        IORING_REGISTER_LAST = IORING_REGISTER_LAST
+        IORING_REGISTER_USE_REGISTERED_RING = IORING_REGISTER_USE_REGISTERED_RING
 
-class IoringAccept(enum.IntFlag):
-    """``IORING_ACCEPT_*`` as flags: a value's repr names its members."""
+    class io_wq_type(enum.IntEnum):
+        """C ``enum io_wq_type``."""
 
-    MULTISHOT = IORING_ACCEPT_MULTISHOT
-    DONTWAIT = IORING_ACCEPT_DONTWAIT
-    POLL_FIRST = IORING_ACCEPT_POLL_FIRST
+        IO_WQ_BOUND = IO_WQ_BOUND
+        IO_WQ_UNBOUND = IO_WQ_UNBOUND
 
+    class io_uring_register_pbuf_ring_flags(enum.IntEnum):
+        """C ``enum io_uring_register_pbuf_ring_flags``."""
 
-class IoringMsgRing(enum.IntFlag):
-    """``IORING_MSG_RING_*`` as flags: a value's repr names its members."""
+        IOU_PBUF_RING_MMAP = IOU_PBUF_RING_MMAP
+        IOU_PBUF_RING_INC = IOU_PBUF_RING_INC
 
-    CQE_SKIP = IORING_MSG_RING_CQE_SKIP
-    FLAGS_PASS = IORING_MSG_RING_FLAGS_PASS
+    class io_uring_napi_op(enum.IntEnum):
+        """C ``enum io_uring_napi_op``."""
 
+        IO_URING_NAPI_REGISTER_OP = IO_URING_NAPI_REGISTER_OP
+        IO_URING_NAPI_STATIC_ADD_ID = IO_URING_NAPI_STATIC_ADD_ID
+        IO_URING_NAPI_STATIC_DEL_ID = IO_URING_NAPI_STATIC_DEL_ID
 
-class IoringNop(enum.IntFlag):
-    """``IORING_NOP_*`` as flags: a value's repr names its members."""
+    class io_uring_napi_tracking_strategy(enum.IntEnum):
+        """C ``enum io_uring_napi_tracking_strategy``."""
 
-    INJECT_RESULT = IORING_NOP_INJECT_RESULT
-    FILE = IORING_NOP_FILE
-    FIXED_FILE = IORING_NOP_FIXED_FILE
-    FIXED_BUFFER = IORING_NOP_FIXED_BUFFER
-    TW = IORING_NOP_TW
-    CQE32 = IORING_NOP_CQE32
+        IO_URING_NAPI_TRACKING_DYNAMIC = IO_URING_NAPI_TRACKING_DYNAMIC
+        IO_URING_NAPI_TRACKING_STATIC = IO_URING_NAPI_TRACKING_STATIC
+        IO_URING_NAPI_TRACKING_INACTIVE = IO_URING_NAPI_TRACKING_INACTIVE
 
+    class io_uring_register_restriction_op(enum.IntEnum):
+        """C ``enum io_uring_register_restriction_op``."""
 
-class IoringSq(enum.IntFlag):
-    """``IORING_SQ_*`` as flags: a value's repr names its members."""
+        IORING_RESTRICTION_REGISTER_OP = IORING_RESTRICTION_REGISTER_OP
+        IORING_RESTRICTION_SQE_OP = IORING_RESTRICTION_SQE_OP
+        IORING_RESTRICTION_SQE_FLAGS_ALLOWED = IORING_RESTRICTION_SQE_FLAGS_ALLOWED
+        IORING_RESTRICTION_SQE_FLAGS_REQUIRED = IORING_RESTRICTION_SQE_FLAGS_REQUIRED
+        IORING_RESTRICTION_LAST = IORING_RESTRICTION_LAST
 
-    NEED_WAKEUP = IORING_SQ_NEED_WAKEUP
-    CQ_OVERFLOW = IORING_SQ_CQ_OVERFLOW
-    TASKRUN = IORING_SQ_TASKRUN
+    class io_uring_socket_op(enum.IntEnum):
+        """C ``enum io_uring_socket_op``."""
 
+        SOCKET_URING_OP_SIOCINQ = SOCKET_URING_OP_SIOCINQ
+        SOCKET_URING_OP_SIOCOUTQ = SOCKET_URING_OP_SIOCOUTQ
+        SOCKET_URING_OP_GETSOCKOPT = SOCKET_URING_OP_GETSOCKOPT
+        SOCKET_URING_OP_SETSOCKOPT = SOCKET_URING_OP_SETSOCKOPT
+        SOCKET_URING_OP_TX_TIMESTAMP = SOCKET_URING_OP_TX_TIMESTAMP
+        SOCKET_URING_OP_GETSOCKNAME = SOCKET_URING_OP_GETSOCKNAME
 
-class IoringEnter(enum.IntFlag):
-    """``IORING_ENTER_*`` as flags: a value's repr names its members."""
+    class Iosqe(enum.IntFlag):
+        """``IOSQE_*`` as flags: a value's repr names its members."""
 
-    GETEVENTS = IORING_ENTER_GETEVENTS
-    SQ_WAKEUP = IORING_ENTER_SQ_WAKEUP
-    SQ_WAIT = IORING_ENTER_SQ_WAIT
-    EXT_ARG = IORING_ENTER_EXT_ARG
-    REGISTERED_RING = IORING_ENTER_REGISTERED_RING
-    ABS_TIMER = IORING_ENTER_ABS_TIMER
-    EXT_ARG_REG = IORING_ENTER_EXT_ARG_REG
-    NO_IOWAIT = IORING_ENTER_NO_IOWAIT
+        FIXED_FILE = IOSQE_FIXED_FILE
+        IO_DRAIN = IOSQE_IO_DRAIN
+        IO_LINK = IOSQE_IO_LINK
+        IO_HARDLINK = IOSQE_IO_HARDLINK
+        ASYNC = IOSQE_ASYNC
+        BUFFER_SELECT = IOSQE_BUFFER_SELECT
+        CQE_SKIP_SUCCESS = IOSQE_CQE_SKIP_SUCCESS
 
+    class IoringSetup(enum.IntFlag):
+        """``IORING_SETUP_*`` as flags: a value's repr names its members."""
 
-class IoringFeat(enum.IntFlag):
-    """``IORING_FEAT_*`` as flags: a value's repr names its members."""
+        IOPOLL = IORING_SETUP_IOPOLL
+        SQPOLL = IORING_SETUP_SQPOLL
+        SQ_AFF = IORING_SETUP_SQ_AFF
+        CQSIZE = IORING_SETUP_CQSIZE
+        CLAMP = IORING_SETUP_CLAMP
+        ATTACH_WQ = IORING_SETUP_ATTACH_WQ
+        R_DISABLED = IORING_SETUP_R_DISABLED
+        SUBMIT_ALL = IORING_SETUP_SUBMIT_ALL
+        COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN
+        TASKRUN_FLAG = IORING_SETUP_TASKRUN_FLAG
+        SQE128 = IORING_SETUP_SQE128
+        CQE32 = IORING_SETUP_CQE32
+        SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER
+        DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN
+        NO_MMAP = IORING_SETUP_NO_MMAP
+        REGISTERED_FD_ONLY = IORING_SETUP_REGISTERED_FD_ONLY
+        NO_SQARRAY = IORING_SETUP_NO_SQARRAY
+        HYBRID_IOPOLL = IORING_SETUP_HYBRID_IOPOLL
+        CQE_MIXED = IORING_SETUP_CQE_MIXED
+        SQE_MIXED = IORING_SETUP_SQE_MIXED
+        SQ_REWIND = IORING_SETUP_SQ_REWIND
 
-    SINGLE_MMAP = IORING_FEAT_SINGLE_MMAP
-    NODROP = IORING_FEAT_NODROP
-    SUBMIT_STABLE = IORING_FEAT_SUBMIT_STABLE
-    RW_CUR_POS = IORING_FEAT_RW_CUR_POS
-    CUR_PERSONALITY = IORING_FEAT_CUR_PERSONALITY
-    FAST_POLL = IORING_FEAT_FAST_POLL
-    POLL_32BITS = IORING_FEAT_POLL_32BITS
-    SQPOLL_NONFIXED = IORING_FEAT_SQPOLL_NONFIXED
-    EXT_ARG = IORING_FEAT_EXT_ARG
-    NATIVE_WORKERS = IORING_FEAT_NATIVE_WORKERS
-    RSRC_TAGS = IORING_FEAT_RSRC_TAGS
-    CQE_SKIP = IORING_FEAT_CQE_SKIP
-    LINKED_FILE = IORING_FEAT_LINKED_FILE
-    REG_REG_RING = IORING_FEAT_REG_REG_RING
-    RECVSEND_BUNDLE = IORING_FEAT_RECVSEND_BUNDLE
-    MIN_TIMEOUT = IORING_FEAT_MIN_TIMEOUT
-    RW_ATTR = IORING_FEAT_RW_ATTR
-    NO_IOWAIT = IORING_FEAT_NO_IOWAIT
+    class IoringUringCmd(enum.IntFlag):
+        """``IORING_URING_CMD_*`` as flags: a value's repr names its members."""
+
+        FIXED = IORING_URING_CMD_FIXED
+        MULTISHOT = IORING_URING_CMD_MULTISHOT
+        MASK = IORING_URING_CMD_MASK
+
+    class IoringPoll(enum.IntFlag):
+        """``IORING_POLL_*`` as flags: a value's repr names its members."""
+
+        ADD_MULTI = IORING_POLL_ADD_MULTI
+        UPDATE_EVENTS = IORING_POLL_UPDATE_EVENTS
+        UPDATE_USER_DATA = IORING_POLL_UPDATE_USER_DATA
+        ADD_LEVEL = IORING_POLL_ADD_LEVEL
+
+    class IoringAsyncCancel(enum.IntFlag):
+        """``IORING_ASYNC_CANCEL_*`` as flags: a value's repr names its members."""
+
+        ALL = IORING_ASYNC_CANCEL_ALL
+        FD = IORING_ASYNC_CANCEL_FD
+        ANY = IORING_ASYNC_CANCEL_ANY
+        FD_FIXED = IORING_ASYNC_CANCEL_FD_FIXED
+        USERDATA = IORING_ASYNC_CANCEL_USERDATA
+        OP = IORING_ASYNC_CANCEL_OP
+
+    class IoringRecvsend(enum.IntFlag):
+        """``IORING_RECVSEND_*`` as flags: a value's repr names its members."""
+
+        POLL_FIRST = IORING_RECVSEND_POLL_FIRST
+        FIXED_BUF = IORING_RECVSEND_FIXED_BUF
+        BUNDLE = IORING_RECVSEND_BUNDLE
+
+    class IoringSend(enum.IntFlag):
+        """``IORING_SEND_*`` as flags: a value's repr names its members."""
+
+        ZC_REPORT_USAGE = IORING_SEND_ZC_REPORT_USAGE
+        VECTORIZED = IORING_SEND_VECTORIZED
+
+    class IoringAccept(enum.IntFlag):
+        """``IORING_ACCEPT_*`` as flags: a value's repr names its members."""
+
+        MULTISHOT = IORING_ACCEPT_MULTISHOT
+        DONTWAIT = IORING_ACCEPT_DONTWAIT
+        POLL_FIRST = IORING_ACCEPT_POLL_FIRST
+
+    class IoringMsgRing(enum.IntFlag):
+        """``IORING_MSG_RING_*`` as flags: a value's repr names its members."""
+
+        CQE_SKIP = IORING_MSG_RING_CQE_SKIP
+        FLAGS_PASS = IORING_MSG_RING_FLAGS_PASS
+
+    class IoringNop(enum.IntFlag):
+        """``IORING_NOP_*`` as flags: a value's repr names its members."""
+
+        INJECT_RESULT = IORING_NOP_INJECT_RESULT
+        FILE = IORING_NOP_FILE
+        FIXED_FILE = IORING_NOP_FIXED_FILE
+        FIXED_BUFFER = IORING_NOP_FIXED_BUFFER
+        TW = IORING_NOP_TW
+        CQE32 = IORING_NOP_CQE32
+
+    class IoringSq(enum.IntFlag):
+        """``IORING_SQ_*`` as flags: a value's repr names its members."""
+
+        NEED_WAKEUP = IORING_SQ_NEED_WAKEUP
+        CQ_OVERFLOW = IORING_SQ_CQ_OVERFLOW
+        TASKRUN = IORING_SQ_TASKRUN
+
+    class IoringEnter(enum.IntFlag):
+        """``IORING_ENTER_*`` as flags: a value's repr names its members."""
+
+        GETEVENTS = IORING_ENTER_GETEVENTS
+        SQ_WAKEUP = IORING_ENTER_SQ_WAKEUP
+        SQ_WAIT = IORING_ENTER_SQ_WAIT
+        EXT_ARG = IORING_ENTER_EXT_ARG
+        REGISTERED_RING = IORING_ENTER_REGISTERED_RING
+        ABS_TIMER = IORING_ENTER_ABS_TIMER
+        EXT_ARG_REG = IORING_ENTER_EXT_ARG_REG
+        NO_IOWAIT = IORING_ENTER_NO_IOWAIT
+
+    class IoringFeat(enum.IntFlag):
+        """``IORING_FEAT_*`` as flags: a value's repr names its members."""
+
+        SINGLE_MMAP = IORING_FEAT_SINGLE_MMAP
+        NODROP = IORING_FEAT_NODROP
+        SUBMIT_STABLE = IORING_FEAT_SUBMIT_STABLE
+        RW_CUR_POS = IORING_FEAT_RW_CUR_POS
+        CUR_PERSONALITY = IORING_FEAT_CUR_PERSONALITY
+        FAST_POLL = IORING_FEAT_FAST_POLL
+        POLL_32BITS = IORING_FEAT_POLL_32BITS
+        SQPOLL_NONFIXED = IORING_FEAT_SQPOLL_NONFIXED
+        EXT_ARG = IORING_FEAT_EXT_ARG
+        NATIVE_WORKERS = IORING_FEAT_NATIVE_WORKERS
+        RSRC_TAGS = IORING_FEAT_RSRC_TAGS
+        CQE_SKIP = IORING_FEAT_CQE_SKIP
+        LINKED_FILE = IORING_FEAT_LINKED_FILE
+        REG_REG_RING = IORING_FEAT_REG_REG_RING
+        RECVSEND_BUNDLE = IORING_FEAT_RECVSEND_BUNDLE
+        MIN_TIMEOUT = IORING_FEAT_MIN_TIMEOUT
+        RW_ATTR = IORING_FEAT_RW_ATTR
+        NO_IOWAIT = IORING_FEAT_NO_IOWAIT
+else:
+    _ENUM_CLASSES = {
+        "io_uring_zcrx_area_flags": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_zcrx_area_flags``.",
+            (
+                "IORING_ZCRX_AREA_DMABUF",
+            ),
+        ),
+        "zcrx_reg_flags": (
+            enum.IntEnum, "",
+            "C ``enum zcrx_reg_flags``.",
+            (
+                "ZCRX_REG_IMPORT", "ZCRX_REG_NODEV",
+            ),
+        ),
+        "zcrx_features": (
+            enum.IntEnum, "",
+            "C ``enum zcrx_features``.",
+            (
+                "ZCRX_FEATURE_RX_PAGE_SIZE", "ZCRX_FEATURE_EVENT",
+            ),
+        ),
+        "zcrx_event_type": (
+            enum.IntEnum, "",
+            "C ``enum zcrx_event_type``.",
+            (
+                "ZCRX_EVENT_ALLOC_FAIL", "ZCRX_EVENT_COPY", "__ZCRX_EVENT_TYPE_LAST",
+            ),
+        ),
+        "zcrx_event_desc_flags": (
+            enum.IntEnum, "",
+            "C ``enum zcrx_event_desc_flags``.",
+            (
+                "ZCRX_EVENT_DESC_FLAG_STATS",
+            ),
+        ),
+        "zcrx_ctrl_op": (
+            enum.IntEnum, "",
+            "C ``enum zcrx_ctrl_op``.",
+            (
+                "ZCRX_CTRL_FLUSH_RQ", "ZCRX_CTRL_EXPORT", "ZCRX_CTRL_ARM_EVENT",
+                "__ZCRX_CTRL_LAST",
+            ),
+        ),
+        "io_uring_sqe_flags_bit": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_sqe_flags_bit``.",
+            (
+                "IOSQE_FIXED_FILE_BIT", "IOSQE_IO_DRAIN_BIT", "IOSQE_IO_LINK_BIT",
+                "IOSQE_IO_HARDLINK_BIT", "IOSQE_ASYNC_BIT", "IOSQE_BUFFER_SELECT_BIT",
+                "IOSQE_CQE_SKIP_SUCCESS_BIT",
+            ),
+        ),
+        "io_uring_op": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_op``.",
+            (
+                "IORING_OP_NOP", "IORING_OP_READV", "IORING_OP_WRITEV", "IORING_OP_FSYNC",
+                "IORING_OP_READ_FIXED", "IORING_OP_WRITE_FIXED", "IORING_OP_POLL_ADD",
+                "IORING_OP_POLL_REMOVE", "IORING_OP_SYNC_FILE_RANGE", "IORING_OP_SENDMSG",
+                "IORING_OP_RECVMSG", "IORING_OP_TIMEOUT", "IORING_OP_TIMEOUT_REMOVE",
+                "IORING_OP_ACCEPT", "IORING_OP_ASYNC_CANCEL", "IORING_OP_LINK_TIMEOUT",
+                "IORING_OP_CONNECT", "IORING_OP_FALLOCATE", "IORING_OP_OPENAT",
+                "IORING_OP_CLOSE", "IORING_OP_FILES_UPDATE", "IORING_OP_STATX",
+                "IORING_OP_READ", "IORING_OP_WRITE", "IORING_OP_FADVISE", "IORING_OP_MADVISE",
+                "IORING_OP_SEND", "IORING_OP_RECV", "IORING_OP_OPENAT2", "IORING_OP_EPOLL_CTL",
+                "IORING_OP_SPLICE", "IORING_OP_PROVIDE_BUFFERS", "IORING_OP_REMOVE_BUFFERS",
+                "IORING_OP_TEE", "IORING_OP_SHUTDOWN", "IORING_OP_RENAMEAT",
+                "IORING_OP_UNLINKAT", "IORING_OP_MKDIRAT", "IORING_OP_SYMLINKAT",
+                "IORING_OP_LINKAT", "IORING_OP_MSG_RING", "IORING_OP_FSETXATTR",
+                "IORING_OP_SETXATTR", "IORING_OP_FGETXATTR", "IORING_OP_GETXATTR",
+                "IORING_OP_SOCKET", "IORING_OP_URING_CMD", "IORING_OP_SEND_ZC",
+                "IORING_OP_SENDMSG_ZC", "IORING_OP_READ_MULTISHOT", "IORING_OP_WAITID",
+                "IORING_OP_FUTEX_WAIT", "IORING_OP_FUTEX_WAKE", "IORING_OP_FUTEX_WAITV",
+                "IORING_OP_FIXED_FD_INSTALL", "IORING_OP_FTRUNCATE", "IORING_OP_BIND",
+                "IORING_OP_LISTEN", "IORING_OP_RECV_ZC", "IORING_OP_EPOLL_WAIT",
+                "IORING_OP_READV_FIXED", "IORING_OP_WRITEV_FIXED", "IORING_OP_PIPE",
+                "IORING_OP_NOP128", "IORING_OP_URING_CMD128", "IORING_OP_LAST",
+            ),
+        ),
+        "io_uring_msg_ring_flags": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_msg_ring_flags``.",
+            (
+                "IORING_MSG_DATA", "IORING_MSG_SEND_FD",
+            ),
+        ),
+        "io_uring_register_op": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_register_op``.",
+            (
+                "IORING_REGISTER_BUFFERS", "IORING_UNREGISTER_BUFFERS", "IORING_REGISTER_FILES",
+                "IORING_UNREGISTER_FILES", "IORING_REGISTER_EVENTFD",
+                "IORING_UNREGISTER_EVENTFD", "IORING_REGISTER_FILES_UPDATE",
+                "IORING_REGISTER_EVENTFD_ASYNC", "IORING_REGISTER_PROBE",
+                "IORING_REGISTER_PERSONALITY", "IORING_UNREGISTER_PERSONALITY",
+                "IORING_REGISTER_RESTRICTIONS", "IORING_REGISTER_ENABLE_RINGS",
+                "IORING_REGISTER_FILES2", "IORING_REGISTER_FILES_UPDATE2",
+                "IORING_REGISTER_BUFFERS2", "IORING_REGISTER_BUFFERS_UPDATE",
+                "IORING_REGISTER_IOWQ_AFF", "IORING_UNREGISTER_IOWQ_AFF",
+                "IORING_REGISTER_IOWQ_MAX_WORKERS", "IORING_REGISTER_RING_FDS",
+                "IORING_UNREGISTER_RING_FDS", "IORING_REGISTER_PBUF_RING",
+                "IORING_UNREGISTER_PBUF_RING", "IORING_REGISTER_SYNC_CANCEL",
+                "IORING_REGISTER_FILE_ALLOC_RANGE", "IORING_REGISTER_PBUF_STATUS",
+                "IORING_REGISTER_NAPI", "IORING_UNREGISTER_NAPI", "IORING_REGISTER_CLOCK",
+                "IORING_REGISTER_CLONE_BUFFERS", "IORING_REGISTER_SEND_MSG_RING",
+                "IORING_REGISTER_ZCRX_IFQ", "IORING_REGISTER_RESIZE_RINGS",
+                "IORING_REGISTER_MEM_REGION", "IORING_REGISTER_QUERY",
+                "IORING_REGISTER_ZCRX_CTRL", "IORING_REGISTER_BPF_FILTER",
+                "IORING_REGISTER_LAST", "IORING_REGISTER_USE_REGISTERED_RING",
+            ),
+        ),
+        "io_wq_type": (
+            enum.IntEnum, "",
+            "C ``enum io_wq_type``.",
+            (
+                "IO_WQ_BOUND", "IO_WQ_UNBOUND",
+            ),
+        ),
+        "io_uring_register_pbuf_ring_flags": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_register_pbuf_ring_flags``.",
+            (
+                "IOU_PBUF_RING_MMAP", "IOU_PBUF_RING_INC",
+            ),
+        ),
+        "io_uring_napi_op": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_napi_op``.",
+            (
+                "IO_URING_NAPI_REGISTER_OP", "IO_URING_NAPI_STATIC_ADD_ID",
+                "IO_URING_NAPI_STATIC_DEL_ID",
+            ),
+        ),
+        "io_uring_napi_tracking_strategy": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_napi_tracking_strategy``.",
+            (
+                "IO_URING_NAPI_TRACKING_DYNAMIC", "IO_URING_NAPI_TRACKING_STATIC",
+                "IO_URING_NAPI_TRACKING_INACTIVE",
+            ),
+        ),
+        "io_uring_register_restriction_op": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_register_restriction_op``.",
+            (
+                "IORING_RESTRICTION_REGISTER_OP", "IORING_RESTRICTION_SQE_OP",
+                "IORING_RESTRICTION_SQE_FLAGS_ALLOWED", "IORING_RESTRICTION_SQE_FLAGS_REQUIRED",
+                "IORING_RESTRICTION_LAST",
+            ),
+        ),
+        "io_uring_socket_op": (
+            enum.IntEnum, "",
+            "C ``enum io_uring_socket_op``.",
+            (
+                "SOCKET_URING_OP_SIOCINQ", "SOCKET_URING_OP_SIOCOUTQ",
+                "SOCKET_URING_OP_GETSOCKOPT", "SOCKET_URING_OP_SETSOCKOPT",
+                "SOCKET_URING_OP_TX_TIMESTAMP", "SOCKET_URING_OP_GETSOCKNAME",
+            ),
+        ),
+        "Iosqe": (
+            enum.IntFlag, "IOSQE_",
+            "``IOSQE_*`` as flags: a value's repr names its members.",
+            (
+                "FIXED_FILE", "IO_DRAIN", "IO_LINK", "IO_HARDLINK", "ASYNC", "BUFFER_SELECT",
+                "CQE_SKIP_SUCCESS",
+            ),
+        ),
+        "IoringSetup": (
+            enum.IntFlag, "IORING_SETUP_",
+            "``IORING_SETUP_*`` as flags: a value's repr names its members.",
+            (
+                "IOPOLL", "SQPOLL", "SQ_AFF", "CQSIZE", "CLAMP", "ATTACH_WQ", "R_DISABLED",
+                "SUBMIT_ALL", "COOP_TASKRUN", "TASKRUN_FLAG", "SQE128", "CQE32",
+                "SINGLE_ISSUER", "DEFER_TASKRUN", "NO_MMAP", "REGISTERED_FD_ONLY", "NO_SQARRAY",
+                "HYBRID_IOPOLL", "CQE_MIXED", "SQE_MIXED", "SQ_REWIND",
+            ),
+        ),
+        "IoringUringCmd": (
+            enum.IntFlag, "IORING_URING_CMD_",
+            "``IORING_URING_CMD_*`` as flags: a value's repr names its members.",
+            (
+                "FIXED", "MULTISHOT", "MASK",
+            ),
+        ),
+        "IoringPoll": (
+            enum.IntFlag, "IORING_POLL_",
+            "``IORING_POLL_*`` as flags: a value's repr names its members.",
+            (
+                "ADD_MULTI", "UPDATE_EVENTS", "UPDATE_USER_DATA", "ADD_LEVEL",
+            ),
+        ),
+        "IoringAsyncCancel": (
+            enum.IntFlag, "IORING_ASYNC_CANCEL_",
+            "``IORING_ASYNC_CANCEL_*`` as flags: a value's repr names its members.",
+            (
+                "ALL", "FD", "ANY", "FD_FIXED", "USERDATA", "OP",
+            ),
+        ),
+        "IoringRecvsend": (
+            enum.IntFlag, "IORING_RECVSEND_",
+            "``IORING_RECVSEND_*`` as flags: a value's repr names its members.",
+            (
+                "POLL_FIRST", "FIXED_BUF", "BUNDLE",
+            ),
+        ),
+        "IoringSend": (
+            enum.IntFlag, "IORING_SEND_",
+            "``IORING_SEND_*`` as flags: a value's repr names its members.",
+            (
+                "ZC_REPORT_USAGE", "VECTORIZED",
+            ),
+        ),
+        "IoringAccept": (
+            enum.IntFlag, "IORING_ACCEPT_",
+            "``IORING_ACCEPT_*`` as flags: a value's repr names its members.",
+            (
+                "MULTISHOT", "DONTWAIT", "POLL_FIRST",
+            ),
+        ),
+        "IoringMsgRing": (
+            enum.IntFlag, "IORING_MSG_RING_",
+            "``IORING_MSG_RING_*`` as flags: a value's repr names its members.",
+            (
+                "CQE_SKIP", "FLAGS_PASS",
+            ),
+        ),
+        "IoringNop": (
+            enum.IntFlag, "IORING_NOP_",
+            "``IORING_NOP_*`` as flags: a value's repr names its members.",
+            (
+                "INJECT_RESULT", "FILE", "FIXED_FILE", "FIXED_BUFFER", "TW", "CQE32",
+            ),
+        ),
+        "IoringSq": (
+            enum.IntFlag, "IORING_SQ_",
+            "``IORING_SQ_*`` as flags: a value's repr names its members.",
+            (
+                "NEED_WAKEUP", "CQ_OVERFLOW", "TASKRUN",
+            ),
+        ),
+        "IoringEnter": (
+            enum.IntFlag, "IORING_ENTER_",
+            "``IORING_ENTER_*`` as flags: a value's repr names its members.",
+            (
+                "GETEVENTS", "SQ_WAKEUP", "SQ_WAIT", "EXT_ARG", "REGISTERED_RING", "ABS_TIMER",
+                "EXT_ARG_REG", "NO_IOWAIT",
+            ),
+        ),
+        "IoringFeat": (
+            enum.IntFlag, "IORING_FEAT_",
+            "``IORING_FEAT_*`` as flags: a value's repr names its members.",
+            (
+                "SINGLE_MMAP", "NODROP", "SUBMIT_STABLE", "RW_CUR_POS", "CUR_PERSONALITY",
+                "FAST_POLL", "POLL_32BITS", "SQPOLL_NONFIXED", "EXT_ARG", "NATIVE_WORKERS",
+                "RSRC_TAGS", "CQE_SKIP", "LINKED_FILE", "REG_REG_RING", "RECVSEND_BUNDLE",
+                "MIN_TIMEOUT", "RW_ATTR", "NO_IOWAIT",
+            ),
+        ),
+    }
+
+    def __getattr__(name: str) -> type:
+        try:
+            kind, prefix, doc, members = _ENUM_CLASSES[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        cls = kind(name, [(m, globals()[prefix + m]) for m in members], module=__name__)
+        cls.__doc__ = doc
+        return globals().setdefault(name, cls)  # a racing thread's class loses
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_ENUM_CLASSES))
 
 
 __all__ = [

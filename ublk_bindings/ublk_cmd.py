@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+from typing import TYPE_CHECKING
 import errno
 import os
 
@@ -896,123 +897,207 @@ UBLK_U_IO_FETCH_IO_CMDS = _IOWR(ord('u'), 0x27, ctypes.sizeof(ublk_batch_io))  #
 UBLK_IO_RES_ABORT = -errno.ENODEV  # (-ENODEV)
 
 
-class UblkCmd(enum.IntEnum):
-    """``UBLK_CMD_*`` as an enumeration: a value's repr names its members."""
+# Enum classes over the constants above: each C enum and each name-prefix family.  Python
+# takes longer to create them than to import the rest of this module, so at run time each is
+# built on first use; type checkers read the classes below.
+if TYPE_CHECKING:
 
-    GET_QUEUE_AFFINITY = UBLK_CMD_GET_QUEUE_AFFINITY
-    GET_DEV_INFO = UBLK_CMD_GET_DEV_INFO
-    ADD_DEV = UBLK_CMD_ADD_DEV
-    DEL_DEV = UBLK_CMD_DEL_DEV
-    START_DEV = UBLK_CMD_START_DEV
-    STOP_DEV = UBLK_CMD_STOP_DEV
-    SET_PARAMS = UBLK_CMD_SET_PARAMS
-    GET_PARAMS = UBLK_CMD_GET_PARAMS
-    START_USER_RECOVERY = UBLK_CMD_START_USER_RECOVERY
-    END_USER_RECOVERY = UBLK_CMD_END_USER_RECOVERY
-    GET_DEV_INFO2 = UBLK_CMD_GET_DEV_INFO2
+    class UblkCmd(enum.IntEnum):
+        """``UBLK_CMD_*`` as an enumeration: a value's repr names its members."""
 
+        GET_QUEUE_AFFINITY = UBLK_CMD_GET_QUEUE_AFFINITY
+        GET_DEV_INFO = UBLK_CMD_GET_DEV_INFO
+        ADD_DEV = UBLK_CMD_ADD_DEV
+        DEL_DEV = UBLK_CMD_DEL_DEV
+        START_DEV = UBLK_CMD_START_DEV
+        STOP_DEV = UBLK_CMD_STOP_DEV
+        SET_PARAMS = UBLK_CMD_SET_PARAMS
+        GET_PARAMS = UBLK_CMD_GET_PARAMS
+        START_USER_RECOVERY = UBLK_CMD_START_USER_RECOVERY
+        END_USER_RECOVERY = UBLK_CMD_END_USER_RECOVERY
+        GET_DEV_INFO2 = UBLK_CMD_GET_DEV_INFO2
 
-class UblkF(enum.IntFlag):
-    """``UBLK_F_*`` as flags: a value's repr names its members."""
+    class UblkF(enum.IntFlag):
+        """``UBLK_F_*`` as flags: a value's repr names its members."""
 
-    SUPPORT_ZERO_COPY = UBLK_F_SUPPORT_ZERO_COPY
-    URING_CMD_COMP_IN_TASK = UBLK_F_URING_CMD_COMP_IN_TASK
-    NEED_GET_DATA = UBLK_F_NEED_GET_DATA
-    USER_RECOVERY = UBLK_F_USER_RECOVERY
-    USER_RECOVERY_REISSUE = UBLK_F_USER_RECOVERY_REISSUE
-    UNPRIVILEGED_DEV = UBLK_F_UNPRIVILEGED_DEV
-    CMD_IOCTL_ENCODE = UBLK_F_CMD_IOCTL_ENCODE
-    USER_COPY = UBLK_F_USER_COPY
-    ZONED = UBLK_F_ZONED
-    USER_RECOVERY_FAIL_IO = UBLK_F_USER_RECOVERY_FAIL_IO
-    UPDATE_SIZE = UBLK_F_UPDATE_SIZE
-    AUTO_BUF_REG = UBLK_F_AUTO_BUF_REG
-    QUIESCE = UBLK_F_QUIESCE
-    PER_IO_DAEMON = UBLK_F_PER_IO_DAEMON
-    BUF_REG_OFF_DAEMON = UBLK_F_BUF_REG_OFF_DAEMON
-    BATCH_IO = UBLK_F_BATCH_IO
-    INTEGRITY = UBLK_F_INTEGRITY
-    SAFE_STOP_DEV = UBLK_F_SAFE_STOP_DEV
-    NO_AUTO_PART_SCAN = UBLK_F_NO_AUTO_PART_SCAN
-    SHMEM_ZC = UBLK_F_SHMEM_ZC
+        SUPPORT_ZERO_COPY = UBLK_F_SUPPORT_ZERO_COPY
+        URING_CMD_COMP_IN_TASK = UBLK_F_URING_CMD_COMP_IN_TASK
+        NEED_GET_DATA = UBLK_F_NEED_GET_DATA
+        USER_RECOVERY = UBLK_F_USER_RECOVERY
+        USER_RECOVERY_REISSUE = UBLK_F_USER_RECOVERY_REISSUE
+        UNPRIVILEGED_DEV = UBLK_F_UNPRIVILEGED_DEV
+        CMD_IOCTL_ENCODE = UBLK_F_CMD_IOCTL_ENCODE
+        USER_COPY = UBLK_F_USER_COPY
+        ZONED = UBLK_F_ZONED
+        USER_RECOVERY_FAIL_IO = UBLK_F_USER_RECOVERY_FAIL_IO
+        UPDATE_SIZE = UBLK_F_UPDATE_SIZE
+        AUTO_BUF_REG = UBLK_F_AUTO_BUF_REG
+        QUIESCE = UBLK_F_QUIESCE
+        PER_IO_DAEMON = UBLK_F_PER_IO_DAEMON
+        BUF_REG_OFF_DAEMON = UBLK_F_BUF_REG_OFF_DAEMON
+        BATCH_IO = UBLK_F_BATCH_IO
+        INTEGRITY = UBLK_F_INTEGRITY
+        SAFE_STOP_DEV = UBLK_F_SAFE_STOP_DEV
+        NO_AUTO_PART_SCAN = UBLK_F_NO_AUTO_PART_SCAN
+        SHMEM_ZC = UBLK_F_SHMEM_ZC
 
+    class UblkSDev(enum.IntEnum):
+        """``UBLK_S_DEV_*`` as an enumeration: a value's repr names its members."""
 
-class UblkSDev(enum.IntEnum):
-    """``UBLK_S_DEV_*`` as an enumeration: a value's repr names its members."""
+        DEAD = UBLK_S_DEV_DEAD
+        LIVE = UBLK_S_DEV_LIVE
+        QUIESCED = UBLK_S_DEV_QUIESCED
+        FAIL_IO = UBLK_S_DEV_FAIL_IO
 
-    DEAD = UBLK_S_DEV_DEAD
-    LIVE = UBLK_S_DEV_LIVE
-    QUIESCED = UBLK_S_DEV_QUIESCED
-    FAIL_IO = UBLK_S_DEV_FAIL_IO
+    class UblkIoOp(enum.IntEnum):
+        """``UBLK_IO_OP_*`` as an enumeration: a value's repr names its members."""
 
+        READ = UBLK_IO_OP_READ
+        WRITE = UBLK_IO_OP_WRITE
+        FLUSH = UBLK_IO_OP_FLUSH
+        DISCARD = UBLK_IO_OP_DISCARD
+        WRITE_SAME = UBLK_IO_OP_WRITE_SAME
+        WRITE_ZEROES = UBLK_IO_OP_WRITE_ZEROES
+        ZONE_OPEN = UBLK_IO_OP_ZONE_OPEN
+        ZONE_CLOSE = UBLK_IO_OP_ZONE_CLOSE
+        ZONE_FINISH = UBLK_IO_OP_ZONE_FINISH
+        ZONE_APPEND = UBLK_IO_OP_ZONE_APPEND
+        ZONE_RESET_ALL = UBLK_IO_OP_ZONE_RESET_ALL
+        ZONE_RESET = UBLK_IO_OP_ZONE_RESET
+        REPORT_ZONES = UBLK_IO_OP_REPORT_ZONES
 
-class UblkIoOp(enum.IntEnum):
-    """``UBLK_IO_OP_*`` as an enumeration: a value's repr names its members."""
+    class UblkIoF(enum.IntFlag):
+        """``UBLK_IO_F_*`` as flags: a value's repr names its members."""
 
-    READ = UBLK_IO_OP_READ
-    WRITE = UBLK_IO_OP_WRITE
-    FLUSH = UBLK_IO_OP_FLUSH
-    DISCARD = UBLK_IO_OP_DISCARD
-    WRITE_SAME = UBLK_IO_OP_WRITE_SAME
-    WRITE_ZEROES = UBLK_IO_OP_WRITE_ZEROES
-    ZONE_OPEN = UBLK_IO_OP_ZONE_OPEN
-    ZONE_CLOSE = UBLK_IO_OP_ZONE_CLOSE
-    ZONE_FINISH = UBLK_IO_OP_ZONE_FINISH
-    ZONE_APPEND = UBLK_IO_OP_ZONE_APPEND
-    ZONE_RESET_ALL = UBLK_IO_OP_ZONE_RESET_ALL
-    ZONE_RESET = UBLK_IO_OP_ZONE_RESET
-    REPORT_ZONES = UBLK_IO_OP_REPORT_ZONES
+        FAILFAST_DEV = UBLK_IO_F_FAILFAST_DEV
+        FAILFAST_TRANSPORT = UBLK_IO_F_FAILFAST_TRANSPORT
+        FAILFAST_DRIVER = UBLK_IO_F_FAILFAST_DRIVER
+        META = UBLK_IO_F_META
+        FUA = UBLK_IO_F_FUA
+        NOUNMAP = UBLK_IO_F_NOUNMAP
+        SWAP = UBLK_IO_F_SWAP
+        NEED_REG_BUF = UBLK_IO_F_NEED_REG_BUF
+        INTEGRITY = UBLK_IO_F_INTEGRITY
+        SHMEM_ZC = UBLK_IO_F_SHMEM_ZC
 
+    class UblkAutoBufReg(enum.IntFlag):
+        """``UBLK_AUTO_BUF_REG_*`` as flags: a value's repr names its members."""
 
-class UblkIoF(enum.IntFlag):
-    """``UBLK_IO_F_*`` as flags: a value's repr names its members."""
+        FALLBACK = UBLK_AUTO_BUF_REG_FALLBACK
+        F_MASK = UBLK_AUTO_BUF_REG_F_MASK
 
-    FAILFAST_DEV = UBLK_IO_F_FAILFAST_DEV
-    FAILFAST_TRANSPORT = UBLK_IO_F_FAILFAST_TRANSPORT
-    FAILFAST_DRIVER = UBLK_IO_F_FAILFAST_DRIVER
-    META = UBLK_IO_F_META
-    FUA = UBLK_IO_F_FUA
-    NOUNMAP = UBLK_IO_F_NOUNMAP
-    SWAP = UBLK_IO_F_SWAP
-    NEED_REG_BUF = UBLK_IO_F_NEED_REG_BUF
-    INTEGRITY = UBLK_IO_F_INTEGRITY
-    SHMEM_ZC = UBLK_IO_F_SHMEM_ZC
+    class UblkBatchF(enum.IntFlag):
+        """``UBLK_BATCH_F_*`` as flags: a value's repr names its members."""
 
+        HAS_ZONE_LBA = UBLK_BATCH_F_HAS_ZONE_LBA
+        HAS_BUF_ADDR = UBLK_BATCH_F_HAS_BUF_ADDR
+        AUTO_BUF_REG_FALLBACK = UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK
 
-class UblkAutoBufReg(enum.IntFlag):
-    """``UBLK_AUTO_BUF_REG_*`` as flags: a value's repr names its members."""
+    class UblkAttr(enum.IntFlag):
+        """``UBLK_ATTR_*`` as flags: a value's repr names its members."""
 
-    FALLBACK = UBLK_AUTO_BUF_REG_FALLBACK
-    F_MASK = UBLK_AUTO_BUF_REG_F_MASK
+        READ_ONLY = UBLK_ATTR_READ_ONLY
+        ROTATIONAL = UBLK_ATTR_ROTATIONAL
+        VOLATILE_CACHE = UBLK_ATTR_VOLATILE_CACHE
+        FUA = UBLK_ATTR_FUA
 
+    class UblkParamType(enum.IntFlag):
+        """``UBLK_PARAM_TYPE_*`` as flags: a value's repr names its members."""
 
-class UblkBatchF(enum.IntFlag):
-    """``UBLK_BATCH_F_*`` as flags: a value's repr names its members."""
+        BASIC = UBLK_PARAM_TYPE_BASIC
+        DISCARD = UBLK_PARAM_TYPE_DISCARD
+        DEVT = UBLK_PARAM_TYPE_DEVT
+        ZONED = UBLK_PARAM_TYPE_ZONED
+        DMA_ALIGN = UBLK_PARAM_TYPE_DMA_ALIGN
+        SEGMENT = UBLK_PARAM_TYPE_SEGMENT
+        INTEGRITY = UBLK_PARAM_TYPE_INTEGRITY
+else:
+    _ENUM_CLASSES = {
+        "UblkCmd": (
+            enum.IntEnum, "UBLK_CMD_",
+            "``UBLK_CMD_*`` as an enumeration: a value's repr names its members.",
+            (
+                "GET_QUEUE_AFFINITY", "GET_DEV_INFO", "ADD_DEV", "DEL_DEV", "START_DEV",
+                "STOP_DEV", "SET_PARAMS", "GET_PARAMS", "START_USER_RECOVERY",
+                "END_USER_RECOVERY", "GET_DEV_INFO2",
+            ),
+        ),
+        "UblkF": (
+            enum.IntFlag, "UBLK_F_",
+            "``UBLK_F_*`` as flags: a value's repr names its members.",
+            (
+                "SUPPORT_ZERO_COPY", "URING_CMD_COMP_IN_TASK", "NEED_GET_DATA", "USER_RECOVERY",
+                "USER_RECOVERY_REISSUE", "UNPRIVILEGED_DEV", "CMD_IOCTL_ENCODE", "USER_COPY",
+                "ZONED", "USER_RECOVERY_FAIL_IO", "UPDATE_SIZE", "AUTO_BUF_REG", "QUIESCE",
+                "PER_IO_DAEMON", "BUF_REG_OFF_DAEMON", "BATCH_IO", "INTEGRITY", "SAFE_STOP_DEV",
+                "NO_AUTO_PART_SCAN", "SHMEM_ZC",
+            ),
+        ),
+        "UblkSDev": (
+            enum.IntEnum, "UBLK_S_DEV_",
+            "``UBLK_S_DEV_*`` as an enumeration: a value's repr names its members.",
+            (
+                "DEAD", "LIVE", "QUIESCED", "FAIL_IO",
+            ),
+        ),
+        "UblkIoOp": (
+            enum.IntEnum, "UBLK_IO_OP_",
+            "``UBLK_IO_OP_*`` as an enumeration: a value's repr names its members.",
+            (
+                "READ", "WRITE", "FLUSH", "DISCARD", "WRITE_SAME", "WRITE_ZEROES", "ZONE_OPEN",
+                "ZONE_CLOSE", "ZONE_FINISH", "ZONE_APPEND", "ZONE_RESET_ALL", "ZONE_RESET",
+                "REPORT_ZONES",
+            ),
+        ),
+        "UblkIoF": (
+            enum.IntFlag, "UBLK_IO_F_",
+            "``UBLK_IO_F_*`` as flags: a value's repr names its members.",
+            (
+                "FAILFAST_DEV", "FAILFAST_TRANSPORT", "FAILFAST_DRIVER", "META", "FUA",
+                "NOUNMAP", "SWAP", "NEED_REG_BUF", "INTEGRITY", "SHMEM_ZC",
+            ),
+        ),
+        "UblkAutoBufReg": (
+            enum.IntFlag, "UBLK_AUTO_BUF_REG_",
+            "``UBLK_AUTO_BUF_REG_*`` as flags: a value's repr names its members.",
+            (
+                "FALLBACK", "F_MASK",
+            ),
+        ),
+        "UblkBatchF": (
+            enum.IntFlag, "UBLK_BATCH_F_",
+            "``UBLK_BATCH_F_*`` as flags: a value's repr names its members.",
+            (
+                "HAS_ZONE_LBA", "HAS_BUF_ADDR", "AUTO_BUF_REG_FALLBACK",
+            ),
+        ),
+        "UblkAttr": (
+            enum.IntFlag, "UBLK_ATTR_",
+            "``UBLK_ATTR_*`` as flags: a value's repr names its members.",
+            (
+                "READ_ONLY", "ROTATIONAL", "VOLATILE_CACHE", "FUA",
+            ),
+        ),
+        "UblkParamType": (
+            enum.IntFlag, "UBLK_PARAM_TYPE_",
+            "``UBLK_PARAM_TYPE_*`` as flags: a value's repr names its members.",
+            (
+                "BASIC", "DISCARD", "DEVT", "ZONED", "DMA_ALIGN", "SEGMENT", "INTEGRITY",
+            ),
+        ),
+    }
 
-    HAS_ZONE_LBA = UBLK_BATCH_F_HAS_ZONE_LBA
-    HAS_BUF_ADDR = UBLK_BATCH_F_HAS_BUF_ADDR
-    AUTO_BUF_REG_FALLBACK = UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK
+    def __getattr__(name: str) -> type:
+        try:
+            kind, prefix, doc, members = _ENUM_CLASSES[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        cls = kind(name, [(m, globals()[prefix + m]) for m in members], module=__name__)
+        cls.__doc__ = doc
+        return globals().setdefault(name, cls)  # a racing thread's class loses
 
-
-class UblkAttr(enum.IntFlag):
-    """``UBLK_ATTR_*`` as flags: a value's repr names its members."""
-
-    READ_ONLY = UBLK_ATTR_READ_ONLY
-    ROTATIONAL = UBLK_ATTR_ROTATIONAL
-    VOLATILE_CACHE = UBLK_ATTR_VOLATILE_CACHE
-    FUA = UBLK_ATTR_FUA
-
-
-class UblkParamType(enum.IntFlag):
-    """``UBLK_PARAM_TYPE_*`` as flags: a value's repr names its members."""
-
-    BASIC = UBLK_PARAM_TYPE_BASIC
-    DISCARD = UBLK_PARAM_TYPE_DISCARD
-    DEVT = UBLK_PARAM_TYPE_DEVT
-    ZONED = UBLK_PARAM_TYPE_ZONED
-    DMA_ALIGN = UBLK_PARAM_TYPE_DMA_ALIGN
-    SEGMENT = UBLK_PARAM_TYPE_SEGMENT
-    INTEGRITY = UBLK_PARAM_TYPE_INTEGRITY
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_ENUM_CLASSES))
 
 
 def ublksrv_get_op(iod: ublksrv_io_desc) -> int:

@@ -52,3 +52,28 @@ def test_groups_of_sizes_shifts_and_masks_are_not_families(tmp_path: Path) -> No
     families = {f.name: (f.kind, [m for m, _ in f.members]) for f in model_of(header).families}
     assert families == {"Mode": ("IntEnum", ["A", "B", "C"]),
                         "Fl": ("IntFlag", ["X", "Y", "ALL"])}
+
+
+@pytest.mark.parametrize("name", ["ublk_cmd", "io_uring"])
+def test_lazily_built_classes_match_the_ones_type_checkers_read(name: str) -> None:
+    """The run-time table and the ``if TYPE_CHECKING:`` classes describe the same enums."""
+    import ast
+    import importlib
+
+    module = importlib.import_module(f"ublk_bindings.{name}")
+    tree = ast.parse(Path(module.__file__ or "").read_text())
+    guarded = next(node for node in tree.body if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+    declared = [node for node in guarded.body if isinstance(node, ast.ClassDef)]
+    assert declared
+    for node in declared:
+        built = getattr(module, node.name)
+        base = node.bases[0]
+        assert isinstance(base, ast.Attribute)
+        assert built.__bases__[0] is getattr(enum, base.attr)
+        statements = [s for s in node.body if isinstance(s, ast.Assign)]
+        expected = {s.targets[0].id: getattr(module, s.value.id)  # type: ignore[attr-defined]
+                    for s in statements}
+        assert {m: built[m].value for m in expected} == expected
+        assert built.__doc__ == ast.get_docstring(node)
+        assert getattr(module, node.name) is built  # built once
