@@ -12,9 +12,10 @@ QUIESCE_DEV is never given 0 (that waits forever, and a queue whose every tag is
 hang the handover): each call is bounded and EBUSY is retried within a budget.  Without
 UBLK_F_QUIESCE (Linux < 6.16: 6.12, 6.1), or when the budget runs out, the handover falls
 back to drain-and-release: stop taking new requests, commit what is being processed, close
-everything.  Requests dispatched to us but never processed are then requeued by the kernel
-because the device has UBLK_F_USER_RECOVERY_REISSUE, and served by the successor: slower
-(they run again) but nothing is lost.
+everything.  At release the kernel requeues, for the successor, the requests it had handed
+to us that we never committed (because the device has UBLK_F_USER_RECOVERY_REISSUE; without
+it they would fail with EIO) and those still on their way to us (UBLK_F_USER_RECOVERY alone
+does that): slower, as they run again, but nothing is lost.
 """
 
 from __future__ import annotations
