@@ -176,7 +176,8 @@ class Queue:
                     self._payloads.append(payload)
 
         self._kick_buf = ctypes.create_string_buffer(8)
-        self._kick_r, self._kick_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._kick_r, self._kick_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._kick_w, False)  # kick() never blocks; the read end waits
         try:
             self.ring = Ring(depth + 1, flags=ring_flags, cq_entries=2 * (depth + 1))
         except BaseException:
@@ -398,6 +399,10 @@ class Device:
             deadline = time.monotonic() + self.ready_timeout
             for t in self._threads:
                 t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:  # a handler that never returns; its ring keeps the char device busy
+            self.errors.append(TimeoutError(f"queue threads {', '.join(stuck)} did not end "
+                                            f"in {self.ready_timeout:g} s"))
         self._threads = []
         self.queues = []
         if self._fd >= 0:
@@ -443,11 +448,17 @@ class Device:
             raise
         return self
 
-    def detach(self) -> None:
-        """Stop serving but leave the device: after QUIESCE_DEV, or for a successor."""
+    def detach(self, *, raise_errors: bool = True) -> None:
+        """Stop serving but leave the device: after QUIESCE_DEV, or for a successor.
+
+        Then, with ``raise_errors``, re-raise the first exception of a queue thread or a
+        handler.
+        """
         if self.info is not None:
             self._end_queues(grace=0)
             self.info = None
+        if raise_errors and self.errors:
+            raise self.errors[0]
 
     def stop(self, *, raise_errors: bool = True) -> None:
         """STOP_DEV, join the queues, close ``/dev/ublkcN``, DEL_DEV; safe to call twice.

@@ -194,6 +194,27 @@ def test_held_buffer_lives_until_its_completion_is_reaped() -> None:
         assert gone() is None
 
 
+def test_another_thread_wakes_a_waiting_ring_through_a_pipe() -> None:
+    # what Queue.kick relies on: a read pending on a pipe completes when any thread writes
+    import threading
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    buf = ctypes.create_string_buffer(8)
+    try:
+        with Ring(2) as ring:
+            sqe = ring.get_sqe()
+            sqe.opcode, sqe.fd, sqe.addr, sqe.len = IORING_OP_READ, r, ctypes.addressof(buf), 1
+            sqe.user_data = 1 << 32
+            timer = threading.Timer(0.1, os.write, (w, b"k"))
+            timer.start()
+            ring.submit(wait_nr=1, timeout=10)
+            assert ring.reap() == ([1 << 32], [1])
+            timer.join()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_put_copies_a_prepared_image() -> None:
     image = io_uring_sqe()
     image.opcode, image.user_data = IORING_OP_NOP, 77
