@@ -8,6 +8,7 @@ headers are resolved but only emitted when a header record embeds them
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,7 +50,11 @@ def parse(pre: Preprocessed) -> Parsed:
     try:
         ast = c_parser.CParser().parse(pre.text, "<cpp output>")
     except c_parser.ParseError as e:
-        raise GenError(None, f"pycparser: {e}") from None
+        where = re.match(r"^(.*?):(\d+):(?:\d+:)? ?(.*)$", str(e))
+        if where is None:
+            raise GenError(None, f"C syntax error: {e}") from None
+        raise GenError(Location(where.group(1), int(where.group(2))),
+                       f"C syntax error (pycparser): {where.group(3)}") from None
     walker = _Walker(Parsed(TypeTable()))
     for node in ast.ext:
         walker.top_level(node)

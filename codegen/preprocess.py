@@ -79,7 +79,13 @@ def preprocess(header: Path, include_dirs: tuple[Path, ...] = ()) -> Preprocesse
         raise GenError(None, f"{header}: no such header")
     proc = subprocess.run(cpp_command(header, include_dirs), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise GenError(None, f"cpp failed on {header}:\n{proc.stderr.strip()}")
+        hint = ""
+        if "No such file or directory" in proc.stderr:
+            stand_ins = ", ".join(sorted(f"linux/{p.name}"
+                                         for p in (INCLUDE_DIR / "linux").iterdir()))
+            hint = (f"\n(the generator brings only {stand_ins}; "
+                    "pass -I DIR for the header's other includes)")
+        raise GenError(None, f"cpp failed on {header}:\n{proc.stderr.strip()}{hint}")
     return split_cpp_output(proc.stdout)
 
 

@@ -76,3 +76,16 @@ def test_errors_exit_1_with_file_line(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_console_script_is_declared() -> None:
     text = (REPO / "pyproject.toml").read_text()
     assert 'ublk-bindings-gen = "ublk_bindings_codegen.cli:main"' in text
+
+
+def test_c_syntax_errors_and_missing_includes_are_reported_clearly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header = tmp_path / "syntax.h"
+    header.write_text("#include <linux/types.h>\nstruct s {\n\t__u32 a\n};\n")
+    assert main(["--header", str(header), "--output", str(tmp_path / "out.py")]) == 1
+    assert f"{header}:4: error: C syntax error" in capsys.readouterr().err
+    header.write_text("#include <linux/blkzoned.h>\n")
+    assert main(["--header", str(header), "--output", str(tmp_path / "out.py")]) == 1
+    err = capsys.readouterr().err
+    assert "linux/blkzoned.h: No such file or directory" in err
+    assert "pass -I DIR" in err
