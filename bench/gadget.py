@@ -2,7 +2,8 @@
 
 The gadget announces itself with one JSON line on stdout (``{"event": "ready", "devices":
 [...]}``); everything after it is drained by a thread so a chatty gadget never blocks on a
-full pipe.  stderr goes to a log file whose tail is quoted when the gadget fails.
+full pipe.  stderr lines are stamped with the time they arrived (a handover's moments are
+read from them) and written to a log file whose tail is quoted when the gadget fails.
 """
 
 from __future__ import annotations
@@ -48,15 +49,21 @@ class Gadget:
         self.argv = argv
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(log, "ab")
+        self._log_file = open(log, "w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._log_file, stdin=subprocess.DEVNULL
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
         self.events: list[dict[str, Any]] = []
+        self.stderr: list[tuple[float, str]] = []
+        """(time.time() when it arrived, line) of everything the gadget logged."""
         self._ready = threading.Event()
-        assert self.proc.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
-        self._reader.start()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_log, args=(self.proc.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
         deadline = time.monotonic() + ready_timeout_s
         while not self._ready.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -78,6 +85,24 @@ class Gadget:
             self.events.append(event)
             if event.get("event") == "ready":
                 self._ready.set()
+
+    def _read_log(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            now = time.time()
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stderr.append((now, line))
+            stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+            self._log_file.write(f"{stamp} {line}\n")
+            self._log_file.flush()
+
+    def logged(self, text: str) -> float | None:
+        """When the gadget first logged a line containing ``text``, or None."""
+        return next((t for t, line in self.stderr if text in line), None)
+
+    def _join_readers(self) -> None:
+        for reader in self._readers:
+            reader.join(5)
+        self._log_file.close()
 
     @classmethod
     def serve(
@@ -113,8 +138,7 @@ class Gadget:
             code = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             raise GadgetError(f"gadget {self.pid} still running after {timeout_s:g} s; log {self.log}") from None
-        self._reader.join(5)
-        self._log_file.close()
+        self._join_readers()
         return code
 
     def stop(self, timeout_s: float = 60.0) -> int:
@@ -128,5 +152,4 @@ class Gadget:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        self._reader.join(5)
-        self._log_file.close()
+        self._join_readers()

@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     a.out.mkdir(parents=True, exist_ok=True)
     log_dir = a.out / "logs"
+    for stale in [*log_dir.glob("*.log"), *a.out.glob("profile-*.txt")]:
+        stale.unlink()
     g = peers.Geometry(a.size, a.queues, a.depth, BACKING_FILE)
     make_backing_file(BACKING_FILE, a.size)
     wanted = a.workloads.split(",")

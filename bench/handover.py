@@ -54,18 +54,28 @@ class StallResult:
         }
 
 
+#: What a successor logs as it signals the owner (ublk_gadget.adopt); the live window opens there.
+SIGNAL_LOGGED = "(SIGHUP)"
+
+
 def hand_over(owner: Gadget, state_file: str, log_dir: Path, n: int, crash: bool) -> tuple[Gadget, latlog.Window]:
-    """Replace ``owner`` by a successor: live (it drains and exits) or after SIGKILL."""
-    start = time.time()
+    """Replace ``owner`` by a successor: live (it drains and exits) or after SIGKILL.
+
+    The window opens when the owner is told to go: SIGKILL here, or the successor's SIGHUP
+    once it has started up (its Python start is not the device's stall); it closes when the
+    successor announces ready.
+    """
+    spawned = time.time()
     if crash:
         owner.kill()
     successor = Gadget.adopt(state_file, log_dir / f"gadget-successor-{n}.log")
-    end = time.time()
+    ready = float(successor.ready["t"])  # stamped by the reader thread as the line arrived
     if not crash:
         code = owner.wait_exit(60)
         if code != 0:
             raise RuntimeError(f"old owner {owner.pid} exited {code} after handing over; log {owner.log}")
-    return successor, latlog.Window("crash" if crash else "handover", start, end)
+    signalled = None if crash else successor.logged(SIGNAL_LOGGED)
+    return successor, latlog.Window("crash" if crash else "handover", signalled or spawned, ready)
 
 
 def measure(
