@@ -22,10 +22,16 @@ with_liburing = UBLK_BINDINGS_LIBURING="$${UBLK_BINDINGS_LIBURING:-$$($(PY) -m t
 	export UBLK_BINDINGS_LIBURING &&
 
 .NOTPARALLEL:  # the stages run in order and stop at the first failure
-.PHONY: demo test setup apt prepare generated typecheck unit $(SUITES:%=kernel-%)
+.PHONY: demo bench test setup apt prepare generated typecheck unit $(SUITES:%=kernel-%)
 
-demo:
-	@echo "make demo: not built yet" >&2; exit 1
+demo: setup
+	$(call banner,demo: ext4 on a ublk-gadget file device through a live handover and a crash adoption (VM))
+	@$(with_liburing) $(PY) -m demo
+
+# About 15 minutes of VM time: every peer, every workload, the handover stall; see README "Benchmarks".
+bench: setup
+	$(call banner,bench: the gadget against null_blk, loop and kublk in one VM boot)
+	@$(with_liburing) $(PY) -m bench
 
 test: setup generated typecheck unit $(SUITES:%=kernel-%)
 
@@ -43,9 +49,9 @@ apt:
 	else echo "all installed: $(APT_PACKAGES)"; fi
 
 $(VENV)/.installed: pyproject.toml | apt
-	$(call banner,setup: $(VENV) with ublk-bindings[dev])
+	$(call banner,setup: $(VENV) with ublk-bindings[dev,bench])
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	touch $@
 
 prepare: $(VENV)/.installed
