@@ -133,58 +133,71 @@ class Queue:
         commit_op = UBLK_U_IO_COMMIT_AND_FETCH_REQ if encoded else UBLK_IO_COMMIT_AND_FETCH_REQ
         get_data_op = UBLK_U_IO_NEED_GET_DATA if encoded else UBLK_IO_NEED_GET_DATA
 
-        # The driver-written descriptors: read-only (the driver refuses PROT_WRITE).
+        self._desc_addr = 0
         self._desc_len = desc_array_size(depth)
-        addr = _mmap(None, self._desc_len, mmap.PROT_READ, mmap.MAP_SHARED, char_fd,
-                      desc_array_offset(q_id))
-        if addr in (None, _MAP_FAILED):
-            raise UblkError(ctypes.get_errno(), f"mmap of queue {q_id}'s descriptors")
-        self._desc_addr: int = addr
-        descs = (ublksrv_io_desc * depth).from_address(addr)
-        self.descs = [descs[tag] for tag in range(depth)]  # one view per tag, made once
-
-        # One page-aligned buffer per tag.
+        self.descs: list[ublksrv_io_desc] = []
         self.buf_size = _round_up(info.max_io_buf_bytes, _PAGE)
-        self._buf_map = mmap.mmap(-1, depth * self.buf_size)
-        self._buf_anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._buf_map)
-        buf_base = ctypes.addressof(self._buf_anchor)
-        whole = memoryview(self._buf_map)
-        self.buffers = [whole[t * self.buf_size:(t + 1) * self.buf_size] for t in range(depth)]
-        whole.release()
+        self.buffers: list[memoryview] = []
+        self._buf_map: mmap.mmap | None = None
+        self._buf_anchor: ctypes.c_char | None = None
+        self._kick_r = self._kick_w = -1
+        self._kick_lock = threading.Lock()  # kick() must not write to a closed, reused fd
+        try:
+            self._map_descriptors(char_fd)
+            buf_base = self._allocate_buffers()
+            self._prepare_sqes(char_fd, buf_base, (fetch_op, commit_op, get_data_op))
+            self._kick_buf = ctypes.create_string_buffer(8)
+            self._kick_r, self._kick_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(self._kick_w, False)  # kick() never blocks; the read end waits
+            self.ring = Ring(depth + 1, flags=ring_flags, cq_entries=2 * (depth + 1))
+        except BaseException:
+            self._release()
+            raise
 
-        # Three prepared SQEs per tag; the hot path only writes a commit's result.
-        self._images = (io_uring_sqe * (3 * depth))()
+    def _map_descriptors(self, char_fd: int) -> None:
+        """The driver-written ``ublksrv_io_desc`` array: read-only (the driver refuses
+        PROT_WRITE), so mapped with libc's mmap, which gives an address for ctypes views."""
+        addr = _mmap(None, self._desc_len, mmap.PROT_READ, mmap.MAP_SHARED, char_fd,
+                     desc_array_offset(self.q_id))
+        if addr in (None, _MAP_FAILED):
+            raise UblkError(ctypes.get_errno(), f"mmap of queue {self.q_id}'s descriptors")
+        self._desc_addr = addr
+        descs = (ublksrv_io_desc * self.depth).from_address(addr)
+        self.descs = [descs[tag] for tag in range(self.depth)]  # one view per tag, made once
+
+    def _allocate_buffers(self) -> int:
+        """One page-aligned buffer per tag, in one anonymous mapping; returns its address."""
+        self._buf_map = mmap.mmap(-1, self.depth * self.buf_size)
+        self._buf_anchor = ctypes.c_char.from_buffer(self._buf_map)
+        whole = memoryview(self._buf_map)
+        size = self.buf_size
+        self.buffers = [whole[t * size:(t + 1) * size] for t in range(self.depth)]
+        whole.release()
+        return ctypes.addressof(self._buf_anchor)
+
+    def _prepare_sqes(self, char_fd: int, buf_base: int, ops: tuple[int, int, int]) -> None:
+        """FETCH, COMMIT_AND_FETCH and NEED_GET_DATA SQEs for every tag, complete but for a
+        commit's result: the hot path copies one with :meth:`Ring.put`."""
+        self._images = (io_uring_sqe * (3 * self.depth))()
         self._payloads: list[ublksrv_io_cmd] = []  # the commits' ublksrv_io_cmd, per tag
         self._fetch_sqe: list[int] = []
         self._commit_sqe: list[int] = []
         self._get_data_sqe: list[int] = []
-        for tag in range(depth):
-            for kind, (cmd_op, images) in enumerate(((fetch_op, self._fetch_sqe),
-                                                     (commit_op, self._commit_sqe),
-                                                     (get_data_op, self._get_data_sqe))):
+        lists = (self._fetch_sqe, self._commit_sqe, self._get_data_sqe)
+        for tag in range(self.depth):
+            for kind, (cmd_op, images) in enumerate(zip(ops, lists)):
                 sqe = self._images[3 * tag + kind]
                 sqe.opcode = IORING_OP_URING_CMD
                 sqe.fd = char_fd
                 sqe.cmd_op = cmd_op
                 sqe.user_data = tag
                 payload = ublksrv_io_cmd.from_address(ctypes.addressof(sqe) + SQE_CMD_OFFSET)
-                payload.q_id = q_id
+                payload.q_id = self.q_id
                 payload.tag = tag
                 payload.addr = buf_base + tag * self.buf_size
                 images.append(ctypes.addressof(sqe))
-                if cmd_op == commit_op:
+                if images is self._commit_sqe:
                     self._payloads.append(payload)
-
-        self._kick_buf = ctypes.create_string_buffer(8)
-        self._kick_r, self._kick_w = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(self._kick_w, False)  # kick() never blocks; the read end waits
-        try:
-            self.ring = Ring(depth + 1, flags=ring_flags, cq_entries=2 * (depth + 1))
-        except BaseException:
-            os.close(self._kick_r)
-            os.close(self._kick_w)
-            self._release_memory()
-            raise
 
     # -- control from other threads ---------------------------------------------------------
 
@@ -192,10 +205,12 @@ class Queue:
         """Make :meth:`run` return at its next wake-up (from any thread): the way out when
         no STOP_DEV will ever abort the tags, e.g. START_DEV failed."""
         self._stopping = True
-        try:
-            os.write(self._kick_w, b"\1")
-        except (BlockingIOError, OSError):
-            pass
+        with self._kick_lock:
+            if self._kick_w >= 0:
+                try:
+                    os.write(self._kick_w, b"\1")
+                except BlockingIOError:  # the pipe is full of kicks already
+                    pass
 
     # -- the data plane ---------------------------------------------------------------------
 
@@ -255,7 +270,7 @@ class Queue:
 
     # -- teardown ---------------------------------------------------------------------------
 
-    def _release_memory(self) -> None:
+    def _release(self) -> None:
         if self._desc_addr:
             _munmap(self._desc_addr, self._desc_len)
             self._desc_addr = 0
@@ -264,10 +279,17 @@ class Queue:
             b.release()
         self.buffers = []
         self._buf_anchor = None
-        try:
-            self._buf_map.close()
-        except BufferError:  # a handler kept a view of a buffer; the GC unmaps it later
-            pass
+        if self._buf_map is not None:
+            try:
+                self._buf_map.close()
+            except BufferError:  # a handler kept a view of a buffer; the GC unmaps it later
+                pass
+            self._buf_map = None
+        with self._kick_lock:
+            for fd in (self._kick_r, self._kick_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._kick_r = self._kick_w = -1
 
     def close(self) -> None:
         """Close the ring (the kernel cancels what is outstanding), unmap, free buffers.
@@ -278,9 +300,7 @@ class Queue:
             return
         self._closed = True
         self.ring.close()
-        self._release_memory()
-        os.close(self._kick_r)
-        os.close(self._kick_w)
+        self._release()
 
     def __enter__(self) -> Queue:
         return self
