@@ -24,7 +24,7 @@ from .diagnostics import GenError, GenErrors
 from .model import Constant
 from .parse import Parsed
 from .preprocess import Define
-from .translate import ExprTranslator, IntExpr, Needs, Value, constant
+from .translate import ExprTranslator, IntExpr, Needs, Value, constant, reduce
 
 _IOCTL_WITH_TYPE = re.compile(r"\b(_IOR|_IOW|_IOWR)\s*\(")
 _ERRNO_NAMES = frozenset(errno.errorcode.values())
@@ -87,8 +87,8 @@ class _Evaluator:
             raise GenError(define.location, f"macro {name} has no value")
         self.active.append(name)
         try:
-            value = ExprTranslator(self.parsed.types, self._lookup,
-                                   needs=self.needs).integer(self._parse(define))
+            value = reduce(ExprTranslator(self.parsed.types, self._lookup,
+                                          needs=self.needs).integer(self._parse(define)))
         except GenError as e:
             if e.message.startswith("macro "):
                 raise

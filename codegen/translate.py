@@ -5,6 +5,11 @@ when known at generation time, and a bound (non-negative, fewer than ``bits`` bi
 bound decides where C's wrap-around must be spelled out: ``(__u16)x`` becomes ``x & 0xffff``
 unless ``x`` is already known to fit, so translated helpers read like the C they come from.
 
+Unsigned wrap-around is reduced lazily: ``+ - * << ~ & | ^`` are exact modulo 2**N, so a
+chain of them stays unmasked (``exact=False``) and is masked once, where its value is used
+(a comparison, a right shift, a division, a return, an argument...): ``(a + b - c) &
+0xffffffff`` rather than a mask around every step.
+
 Constant subexpressions are folded here, which makes this module the macro evaluator too.
 Anything outside the subset raises :class:`GenError` naming the construct and its file:line.
 """
@@ -46,6 +51,7 @@ class IntExpr:
     nonneg: bool = False
     bits: int = _UNBOUNDED  # when nonneg: 0 <= value < 2**bits
     runtime: bool = False  # depends on the running machine (sizeof, ioctl, errno)
+    exact: bool = True  # False: only congruent to the C value modulo 2**cint.bits (unsigned)
 
     def fits(self, t: CInt) -> bool:
         """Converting to ``t`` leaves the value unchanged."""
@@ -113,24 +119,43 @@ class Needs:
     helpers: set[str] = field(default_factory=set)
 
 
+def reduce(e: IntExpr) -> IntExpr:
+    """The exact C value of ``e``: apply a wrap-around that was left pending."""
+    if e.exact:
+        return e
+    return IntExpr(f"{_operand(e, BAND)} & {e.cint.mask:#x}", e.cint, BAND, None, True,
+                   e.cint.bits, e.runtime)
+
+
 def convert(e: IntExpr, t: CInt, needs: Needs) -> IntExpr:
-    """C conversion of ``e`` to ``t`` (cast, assignment, argument, return)."""
+    """C conversion of ``e`` to ``t`` (cast, assignment, argument, return).
+
+    The result may be inexact (see :func:`reduce`): to an unsigned type the wrap-around is
+    left pending.
+    """
     if e.value is not None:
         wrapped = t.wrap(e.value)
         return constant(wrapped, t, e.src if wrapped == e.value and e.prec == ATOM else None)
-    if e.fits(t):
+    if not e.exact and not (not t.signed and t.bits <= e.cint.bits):
+        e = reduce(e)  # only narrowing to unsigned keeps the pending wrap valid
+    if e.exact and e.fits(t):
         return replace(e, cint=t)
     if not t.signed:
-        return IntExpr(f"{_operand(e, BAND)} & {t.mask:#x}", t, BAND, None, True, t.bits,
-                       e.runtime)
+        return replace(e, cint=t, nonneg=False, bits=_UNBOUNDED, exact=False)
     needs.helpers.add("_signed")
     return IntExpr(f"_signed({e.src}, {t.bits})", t, ATOM, runtime=e.runtime)
 
 
-def _finish(src: str, prec: int, t: CInt, nonneg: bool, bits: int, runtime: bool) -> IntExpr:
-    """An arithmetic result: spell out unsigned wrap-around unless the bound excludes it."""
-    if not t.signed and not (nonneg and bits <= t.bits):
-        return IntExpr(f"({src}) & {t.mask:#x}", t, BAND, None, True, t.bits, runtime)
+def final(e: IntExpr, t: CInt, needs: Needs) -> str:
+    """Source of ``e`` converted to ``t`` and reduced: a value that leaves the expression."""
+    return reduce(convert(e, t, needs)).src
+
+
+def _finish(src: str, prec: int, t: CInt, nonneg: bool, bits: int, runtime: bool,
+            exact: bool = True) -> IntExpr:
+    """An arithmetic result; unsigned wrap-around stays pending unless the bound excludes it."""
+    if not t.signed and not (exact and nonneg and bits <= t.bits):
+        return IntExpr(src, t, prec, None, False, _UNBOUNDED, runtime, exact=False)
     return IntExpr(src, t, prec, None, nonneg, bits if nonneg else _UNBOUNDED, runtime)
 
 
@@ -211,6 +236,7 @@ class ExprTranslator:
             raise GenError(location(node), f"cannot translate unary '{op}'")
         a = self.integer(node.expr)
         if op == "!":
+            a = reduce(a)
             if a.value is not None:
                 return constant(int(not a.value), INT)
             return IntExpr(f"int(not {a.paren(NOT)})", INT, ATOM, None, True, 1, a.runtime)
@@ -221,10 +247,8 @@ class ExprTranslator:
             return constant(t.wrap(folded), t)
         if op == "+":
             return a
-        if op == "~" and not t.signed:
-            return IntExpr(f"{a.paren(BXOR + 1)} ^ {t.mask:#x}", t, BXOR, None, True, t.bits,
-                           a.runtime)
-        return _finish(f"{op}{a.paren(UNARY)}", UNARY, t, False, 0, a.runtime)
+        # Python's -x and ~x are C's modulo 2**N: for unsigned types the wrap stays pending.
+        return _finish(f"{op}{a.paren(UNARY)}", UNARY, t, False, 0, a.runtime, a.exact)
 
     def _sizeof(self, operand: c_ast.Node) -> IntExpr:
         if not isinstance(operand, c_ast.Typename):
@@ -243,10 +267,10 @@ class ExprTranslator:
             raise GenError(location(node), str(e)) from None
 
     def _TernaryOp(self, node: c_ast.TernaryOp) -> IntExpr:
-        cond = self.integer(node.cond)
+        cond = reduce(self.integer(node.cond))
         a, b = self.integer(node.iftrue), self.integer(node.iffalse)
         t = cint.common(a.cint, b.cint)
-        a, b = convert(a, t, self.needs), convert(b, t, self.needs)
+        a, b = reduce(convert(a, t, self.needs)), reduce(convert(b, t, self.needs))
         if cond.value is not None:
             return a if cond.value else b
         src = f"{a.paren(OR)} if {cond.paren(OR)} else {b.paren(TERNARY)}"
@@ -265,13 +289,14 @@ class ExprTranslator:
         if name in _IOCTL_MACROS:
             if len(args) != _IOCTL_MACROS[name]:
                 raise GenError(location(node), f"{name} takes {_IOCTL_MACROS[name]} arguments")
-            srcs = ", ".join(self.integer(arg).src for arg in args)
+            srcs = ", ".join(reduce(self.integer(arg)).src for arg in args)
             self.needs.helpers.add("ioctl")
             # _IOC_READ etc. are unsigned int: the opcode is a 32-bit unsigned value.
             return IntExpr(f"{name}({srcs})", UINT, ATOM, None, True, 32, True)
         if name not in self.calls:
             raise GenError(location(node), f"call to '{name}', which is not a translated helper")
-        srcs = ", ".join(self.value(arg).src for arg in args)
+        values = [self.value(arg) for arg in args]
+        srcs = ", ".join(reduce(v).src if isinstance(v, IntExpr) else v.src for v in values)
         returns = self.calls[name]
         if isinstance(returns, Scalar):
             return typed_name(f"{name}({srcs})", returns.cint)
@@ -290,7 +315,7 @@ class ExprTranslator:
         base = self.value(node.name)
         if not isinstance(base, ObjExpr) or not isinstance(base.type, Array):
             raise GenError(location(node), "subscript of something that is not an array member")
-        index = self.integer(node.subscript)
+        index = reduce(self.integer(node.subscript))
         return member_value(f"{base.src}[{index.src}]", base.type.element, node)
 
 
@@ -310,6 +335,7 @@ def binary(op: str, a: IntExpr, b: IntExpr, needs: Needs) -> IntExpr:
     """``a op b`` with C's conversions; folded when both sides are known."""
     runtime = a.runtime or b.runtime
     if op in ("&&", "||"):
+        a, b = reduce(a), reduce(b)
         if a.value is not None and b.value is not None:
             return constant(int(bool(a.value) and bool(b.value)) if op == "&&"
                             else int(bool(a.value) or bool(b.value)), INT)
@@ -328,49 +354,62 @@ def binary(op: str, a: IntExpr, b: IntExpr, needs: Needs) -> IntExpr:
         result = _FOLD[op](a.value, b.value)
         return constant(result if op in _COMPARE else t.wrap(result), INT if op in _COMPARE else t)
     if op in _COMPARE:
+        a, b = reduce(a), reduce(b)  # a conversion to the common type may be pending
         src = f"int({a.paren(CMP + 1)} {op} {b.paren(CMP + 1)})"
         return IntExpr(src, INT, ATOM, None, True, 1, runtime)
     prec = _BINARY_PREC[op]
     py_op = "//" if op == "/" else op
+    if op in ("/", "%"):
+        a, b = reduce(a), reduce(b)
     if op in ("/", "%") and not (a.nonneg and b.nonneg):
         # C truncates toward zero where Python floors: call the module's C-style helper.
         helper = "_c_div" if op == "/" else "_c_mod"
         needs.helpers.add(helper)
         return _finish(f"{helper}({a.src}, {b.src})", ATOM, t, False, 0, runtime)
-    src = f"{_operand(a, prec)} {py_op} {_operand(b, prec + 1)}"
+    src = f"{_operand(a, prec)} {py_op} {_operand(b, prec, right=True)}"
     if op == "&":
-        bounds = [e.bits for e in (a, b) if e.nonneg]
-        return _finish(src, prec, t, bool(bounds), min(bounds, default=0), runtime)
+        # Masking with an exact non-negative operand that fits reduces the result too.
+        bounds = [e.bits for e in (a, b) if e.nonneg and e.exact]
+        return _finish(src, prec, t, bool(bounds), min(bounds, default=0), runtime,
+                       bool(bounds) or (a.exact and b.exact))
+    exact = a.exact and b.exact
     both = a.nonneg and b.nonneg
     bits = {"|": max(a.bits, b.bits), "^": max(a.bits, b.bits),
             "+": max(a.bits, b.bits) + 1, "*": a.bits + b.bits, "/": a.bits, "%": b.bits,
             "-": 0}[op]
-    return _finish(src, prec, t, both and op != "-", bits, runtime)
+    return _finish(src, prec, t, both and op != "-", bits, runtime, exact)
 
 
-def _operand(e: IntExpr, prec: int) -> str:
-    """Parenthesize any operand built with a different operator: Python's precedence of
-    ``&`` and ``<<`` differs from C's, and nobody should have to remember either."""
-    same = e.prec in (prec, prec - 1)
-    return e.src if e.prec == ATOM or same else f"({e.src})"
+def _operand(e: IntExpr, prec: int, right: bool = False) -> str:
+    """An operand of a binary operator of precedence ``prec``.
+
+    Parenthesized unless atomic, unary, or the same operator's left operand: required where
+    it binds looser, and for readers where it binds tighter (Python's ``&`` and ``<<`` do
+    not rank as C's do; nobody should have to remember either).
+    """
+    if e.prec >= UNARY or (e.prec == prec and not right):
+        return e.src
+    return f"({e.src})"
 
 
 def _shift(op: str, a: IntExpr, b: IntExpr, needs: Needs) -> IntExpr:
     t = cint.promote(a.cint)
     a = convert(a, t, needs)
-    b = convert(b, cint.promote(b.cint), needs)
+    if op == ">>":
+        a = reduce(a)
+    b = reduce(convert(b, cint.promote(b.cint), needs))
     if b.value is not None and not 0 <= b.value < t.bits:
         raise _SubsetError(f"shift count {b.value} is out of range for {t.name}")
     if a.value is not None and b.value is not None:
         folded = a.value << b.value if op == "<<" else a.value >> b.value
         return constant(t.wrap(folded), t)
-    src = f"{_operand(a, SHIFT)} {op} {_operand(b, SHIFT + 1)}"
+    src = f"{_operand(a, SHIFT)} {op} {_operand(b, SHIFT, right=True)}"
     runtime = a.runtime or b.runtime
     if op == "<<":
         bits = a.bits + b.value if b.value is not None else _UNBOUNDED
     else:
         bits = max(a.bits - b.value, 0) if b.value is not None else a.bits
-    return _finish(src, SHIFT, t, a.nonneg, bits, runtime)
+    return _finish(src, SHIFT, t, a.nonneg, bits, runtime, a.exact)
 
 
 def ctype_of(t: TypeRef) -> str:
@@ -506,7 +545,7 @@ class FunctionTranslator:
         t = self._declared(node.type)
         name = py_name(str(node.name))
         if isinstance(t, Scalar):
-            init = (convert(self.exprs.integer(node.init), t.cint, self.needs).src
+            init = (final(self.exprs.integer(node.init), t.cint, self.needs)
                     if node.init is not None else "0")
             self._emit(depth, f"{name} = {init}")
             self.locals[str(node.name)] = typed_name(name, t.cint)
@@ -541,8 +580,8 @@ class FunctionTranslator:
                 member, expr = positional[index], item
             if not isinstance(member.type, Scalar):
                 raise GenError(location(item), "only integer members can be initialized")
-            value = convert(self.exprs.integer(expr), member.type.cint, self.needs)
-            args.append(f"{py_name(member.name)}={value.src}")
+            src = final(self.exprs.integer(expr), member.type.cint, self.needs)
+            args.append(f"{py_name(member.name)}={src}")
         one_line = f"{t.name}({', '.join(args)})"
         if len(one_line) <= 80:
             return one_line
@@ -555,8 +594,8 @@ class FunctionTranslator:
             self._emit(depth, "return None")
             return
         if isinstance(self.returns, Scalar):
-            value = convert(self.exprs.integer(node.expr), self.returns.cint, self.needs)
-            self._emit(depth, f"return {value.src}")
+            value = final(self.exprs.integer(node.expr), self.returns.cint, self.needs)
+            self._emit(depth, f"return {value}")
             return
         obj = self.exprs.value(node.expr)
         if not isinstance(obj, ObjExpr) or obj.type != self.returns:
@@ -564,7 +603,7 @@ class FunctionTranslator:
         self._emit(depth, f"return {obj.src}")
 
     def _if(self, node: c_ast.If, depth: int, keyword_: str) -> None:
-        cond = self.exprs.integer(node.cond)
+        cond = reduce(self.exprs.integer(node.cond))
         self._emit(depth, f"{keyword_} {cond.src}:")
         start = len(self.lines)
         self._statement(node.iftrue, depth + 1)
@@ -589,7 +628,7 @@ class FunctionTranslator:
                 value = binary(node.op[:-1], target, value, self.needs)
             except _SubsetError as e:
                 raise GenError(location(node), str(e)) from None
-        self._emit(depth, f"{target.src} = {convert(value, target.cint, self.needs).src}")
+        self._emit(depth, f"{target.src} = {final(value, target.cint, self.needs)}")
 
 
 def _is_void(node: c_ast.Node) -> bool:

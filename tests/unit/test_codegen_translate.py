@@ -100,6 +100,21 @@ static __inline__ __u32 no_parameters(void)
 {
 	return 42;
 }
+
+static __inline__ __u32 pending_wraps(__u32 a, __u32 b)
+{
+	return (a - b) * 3 + ~a - (b << 7);
+}
+
+static __inline__ __u64 widened_after_wrap(__u32 a, __u16 b)
+{
+	return (__u64)(a - 1) << 40 | (__u64)(__u16)(b * b) << 8 | (a - b) >> 28;
+}
+
+static __inline__ int compare_after_wrap(__u32 a, __u32 b)
+{
+	return a + b < a;
+}
 """
 
 
@@ -135,6 +150,9 @@ def test_masks_appear_only_where_c_truncates(tricky: Path) -> None:
         "    x = x & 0xffffffffffffffff", "    y = x & 0xffff"]
     # A value already known to fit its type is not masked again.
     assert helpers["no_parameters"].body == ["    return 42"]
+    # Wrap-around is applied once, where the value is used, not after every operator.
+    assert helpers["read_pair"].body[-1] == \
+        "    return (p.lo + p.hi + p.small[2]) & 0xffffffff"
     zc = {f.name: f for f in model_of(UBLK_HEADERS["7.2"]).functions}
     assert zc["ublk_shmem_zc_index"].body[-1] == "    return (addr >> 32) & 0xffff"
     assert zc["ublksrv_get_flags"].body == ["    return iod.op_flags >> 8"]
