@@ -512,6 +512,9 @@ class FunctionTranslator:
                 self._emit(1, f"{name} = {self._param_conversion(name, t.cint)}")
                 self.locals[str(p.name)] = typed_name(name, t.cint)
             else:
+                if not isinstance(p.type, c_ast.PtrDecl) and isinstance(t, RecordRef):
+                    # C passes a struct by value: the helper must not change the caller's.
+                    self._emit(1, f"{name} = {t.name}.from_buffer_copy({name})")
                 self.locals[str(p.name)] = ObjExpr(name, t)
         return params
 

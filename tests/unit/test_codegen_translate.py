@@ -115,6 +115,14 @@ static __inline__ int compare_after_wrap(__u32 a, __u32 b)
 {
 	return a + b < a;
 }
+
+static __inline__ __u32 by_value(struct pair p, struct pair *out)
+{
+	p.lo += 1;
+	out->lo = p.lo;
+	out->hi = -p.hi;
+	return p.lo;
+}
 """
 
 
@@ -141,6 +149,9 @@ def test_helpers_keep_names_and_parameters(tricky: Path, tmp_path: Path) -> None
     assert module.no_parameters() == 42
     pair = module.make_pair(0xFFFF_8000_0000_0001)
     assert (pair.lo, pair.hi) == (1, -0x8000)
+    out = module.pair()
+    assert module.by_value(pair, out) == 2
+    assert (pair.lo, out.lo, out.hi) == (1, 2, 0x8000 - 0x10000)  # -(-0x8000) wraps in __s16
 
 
 def test_masks_appear_only_where_c_truncates(tricky: Path) -> None:
