@@ -142,6 +142,12 @@ class Device:
         return self._ublk.errors[0] if self._ublk.errors else None
 
     def stop_and_delete(self) -> None:
-        """STOP_DEV (in-flight requests finish first), join the queues, DEL_DEV."""
-        self._ublk.stop()
+        """STOP_DEV (in-flight requests finish first), join the queues, DEL_DEV.
+
+        The delete does not wait for the device's last holder (a file system left mounted,
+        an open fd): the daemon must end on SIGTERM, and the kernel frees the device's
+        number as soon as that holder lets go; ``/dev/ublkbN`` and ``/dev/ublkcN`` are gone
+        at once either way.
+        """
+        self._ublk.stop(wait_deleted=False)
         log.info("%s: deleted", self.block_device)

@@ -67,6 +67,7 @@ it: the ublk driver already requires that one task submits all of a queue's comm
 
 _PAGE = mmap.PAGESIZE
 _DESC_SIZE = ctypes.sizeof(ublksrv_io_desc)
+_ENOTSUPP = 524  # the kernel-internal errno some drivers leak for "no such command"
 _KICK = 1 << 32  # user_data of the wake-up read; tags are 16-bit
 _UNSUPPORTED = UBLK_F_USER_COPY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG | UBLK_F_BATCH_IO
 
@@ -480,9 +481,13 @@ class Device:
         if raise_errors and self.errors:
             raise self.errors[0]
 
-    def stop(self, *, raise_errors: bool = True) -> None:
+    def stop(self, *, raise_errors: bool = True, wait_deleted: bool = True) -> None:
         """STOP_DEV, join the queues, close ``/dev/ublkcN``, DEL_DEV; safe to call twice.
 
+        DEL_DEV returns only once nothing holds the device any more: a file system still
+        mounted from ``/dev/ublkbN``, or any open fd of it, keeps it waiting.  With
+        ``wait_deleted=False`` DEL_DEV_ASYNC is used instead (where the driver has it): the
+        device is removed all the same and its number is freed when the last holder lets go.
         Then, with ``raise_errors``, re-raise the first exception of a queue thread or a
         handler.
         """
@@ -498,9 +503,19 @@ class Device:
                 self._end_queues(grace=5.0)
         finally:
             self.info = None
-            self.ctrl.del_dev(dev_id)
+            self._delete(dev_id, wait_deleted)
         if raise_errors and self.errors:
             raise self.errors[0]
+
+    def _delete(self, dev_id: int, wait: bool) -> None:
+        if not wait:
+            try:
+                self.ctrl.del_dev_async(dev_id)
+                return
+            except UblkError as e:  # before Linux 6.9 there is only the waiting DEL_DEV
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, _ENOTSUPP):
+                    raise
+        self.ctrl.del_dev(dev_id)
 
     def __enter__(self) -> Device:
         return self

@@ -266,3 +266,26 @@ def test_a_read_only_file_target_opens_read_only_and_does_not_discard(tmp_path: 
         assert caught.value.errno == errno.EBADF
     finally:
         t.close()
+
+
+def test_file_flush_is_fdatasync_and_fua_is_a_dsync_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two durability points of a volatile cache, seen at the system call boundary."""
+    calls: list[tuple[str, int]] = []
+    real_pwritev = os.pwritev
+    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append(("fdatasync", fd)))
+
+    def pwritev(fd: int, buffers: list[memoryview], offset: int, flags: int = 0) -> int:
+        calls.append(("pwritev", flags))
+        return real_pwritev(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    t = file_target(make_file(tmp_path / "disk.img", MiB))
+    try:
+        t.write(0, aligned(pattern(4096)), fua=False)
+        t.write(4096, aligned(pattern(4096)), fua=True)
+        t.flush()
+        assert calls == [("pwritev", 0), ("pwritev", os.RWF_DSYNC), ("fdatasync", t.fd)]
+    finally:
+        t.close()
