@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_path
-from ublk_bindings.errors import UblkError
+from ublk_bindings.errors import UblkError, UblkTimeout
 from ublk_bindings.io import Device, Handler
 from ublk_bindings.ublk_cmd import (
     UBLK_F_CMD_IOCTL_ENCODE,
@@ -456,3 +456,22 @@ def test_a_device_life_cycle_on_legacy_opcodes() -> None:
         with pytest.raises(UblkError) as e:
             legacy.get_dev_info(dev_id)
         assert e.value.errno == errno.ENODEV
+
+
+# -- commands that do not complete ------------------------------------------------------------
+
+
+def test_a_command_that_does_not_complete_times_out_and_is_cancelled_by_close(
+        ctrl: Control, added: ublksrv_ctrl_dev_info) -> None:
+    # START_DEV waits until every tag has a FETCH; nobody fetches here
+    ctrl.set_params(added.dev_id, basic_params())
+    impatient = Control(timeout=0.5)
+    try:
+        with pytest.raises(UblkTimeout) as e:
+            impatient.start_dev(added.dev_id)
+        assert e.value.command == "START_DEV"
+        assert str(e.value) == "START_DEV: no completion within 0.5 s (still in flight)"
+    finally:
+        impatient.close()  # tearing the ring down interrupts the waiting command
+    assert ctrl.get_dev_info(added.dev_id).state == UBLK_S_DEV_DEAD
+    ctrl.del_dev(added.dev_id)  # the device is not held by the cancelled START_DEV
