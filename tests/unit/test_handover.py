@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from test_handover_owner import HUP_REPORTER, Child  # the owner stand-in, shared
 
 from ublk_bindings import (
     UBLK_F_QUIESCE,
@@ -296,32 +297,20 @@ def test_other_kernel_refusals_name_the_device_and_command(tmp_path: Path, clock
         successor.run()
 
 
-HUP_REPORTER = (
-    "import signal, sys, time\n"
-    "signal.signal(signal.SIGHUP, lambda *a: print('HUP', flush=True))\n"
-    "print('ready', flush=True)\n"
-    "while True: time.sleep(0.05)\n"
-)
-
-
 @pytest.fixture
-def live_owner() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-c", HUP_REPORTER], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    yield proc
-    proc.kill()
-    proc.wait()
+def live_owner() -> Iterator[Child]:
+    owner = Child([sys.executable, "-c", HUP_REPORTER])
+    yield owner
+    if owner.proc.poll() is None:
+        owner.stop()
 
 
-def hups_received(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=10)
-    return out
+def hups_received(owner: Child) -> str:
+    return owner.stop()
 
 
 def test_a_live_owner_is_asked_to_hand_over(
-    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
+    tmp_path: Path, clock: Clock, live_owner: Child
 ) -> None:
     path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
     kernel = FakeKernel(clock)
@@ -331,7 +320,7 @@ def test_a_live_owner_is_asked_to_hand_over(
 
 
 def test_an_unrelated_process_with_the_owner_s_pid_is_not_signalled(
-    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str],
+    tmp_path: Path, clock: Clock, live_owner: Child,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = ProcessIdentity.of(live_owner.pid)
@@ -345,7 +334,7 @@ def test_an_unrelated_process_with_the_owner_s_pid_is_not_signalled(
 
 
 def test_the_owner_is_not_signalled_when_the_kernel_names_another_server(
-    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
+    tmp_path: Path, clock: Clock, live_owner: Child
 ) -> None:
     path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
     kernel = FakeKernel(clock)
@@ -355,7 +344,7 @@ def test_the_owner_is_not_signalled_when_the_kernel_names_another_server(
 
 
 def test_a_quiesced_device_s_stale_pid_is_not_signalled(
-    tmp_path: Path, clock: Clock, live_owner: subprocess.Popen[str]
+    tmp_path: Path, clock: Clock, live_owner: Child
 ) -> None:
     """6.12 keeps the dead server's pid in dev_info: only a LIVE device's pid means anything."""
     path = write_example_state(tmp_path / "s.json", ProcessIdentity.of(live_owner.pid), (2,))
