@@ -45,6 +45,7 @@ class StallResult:
                     "window_ms": (s.window.end_s - s.window.start_s) * 1e3,
                     "longest_spanning_io_ms": s.longest_s * 1e3,
                     "spanning_ios": s.spanning,
+                    "moments_ms": {what: (t - s.window.start_s) * 1e3 for what, t in s.window.moments},
                 }
                 for s in self.stalls
             ],
@@ -75,7 +76,14 @@ def hand_over(owner: Gadget, state_file: str, log_dir: Path, n: int, crash: bool
         if code != 0:
             raise RuntimeError(f"old owner {owner.pid} exited {code} after handing over; log {owner.log}")
     signalled = None if crash else successor.logged(SIGNAL_LOGGED)
-    return successor, latlog.Window("crash" if crash else "handover", signalled or spawned, ready)
+    moments = [("successor spawned", spawned)]
+    if successor.stderr:
+        moments.append(("successor's first log line (Python started)", successor.stderr[0][0]))
+    if signalled is not None:
+        moments.append(("owner signalled (SIGHUP)", signalled))
+    moments.append(("successor ready", ready))
+    kind = "crash" if crash else "handover"
+    return successor, latlog.Window(kind, signalled or spawned, ready, tuple(moments))
 
 
 def measure(

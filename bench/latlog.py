@@ -63,6 +63,8 @@ class Window:
     kind: str  # "handover" (live, SIGHUP to the old owner) or "crash" (SIGKILL, then adopt)
     start_s: float
     end_s: float
+    #: Moments around it, (what, epoch s): where a long window spent its time.
+    moments: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

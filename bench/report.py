@@ -137,6 +137,9 @@ def format_stall(stall: Mapping[str, Any]) -> str:
             f"  {i}. {w['kind']:<9} window {w['window_ms']:7.0f} ms   longest spanning I/O "
             f"{w['longest_spanning_io_ms']:8.1f} ms ({w['spanning_ios']} I/Os spanned it)"
         )
+        moments = w.get("moments_ms", {})
+        if moments:
+            lines.append("       " + ", ".join(f"{what} {ms:+.0f} ms" for what, ms in moments.items()))
     lines.append(f"  picture: {stall['picture']}")
     lines += [f"  note: {note}" for note in stall.get("notes", [])]
     return "\n".join(lines)

@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             "fio": summary.to_json(),
             "steady_p99_ms": p99 * 1e3,
             "stalls": [{"kind": s.window.kind, "window_s": s.window.end_s - s.window.start_s,
-                        "longest_spanning_io_ms": s.longest_s * 1e3} for s in stalls],  # fmt: skip
+                        "longest_spanning_io_ms": s.longest_s * 1e3,
+                        "moments_s": {what: t - s.window.start_s for what, t in s.window.moments}}
+                       for s in stalls],  # fmt: skip
             "picture": str(picture),
         }
         (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -183,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {summary.lat_p99_ns / 1e3:.0f} us",
             f"  steady p99        {p99 * 1e3:.2f} ms",
         ]
-        lines += [f"  {s.window.kind:<17} longest I/O across it {s.longest_s * 1e3:.0f} ms" for s in stalls]
+        for s in stalls:
+            w = s.window
+            startup = dict(w.moments).get("successor's first log line (Python started)")
+            spawned = dict(w.moments).get("successor spawned")
+            why = f" (successor's Python start {startup - spawned:.1f} s)" if startup and spawned and w.kind == "crash" else ""
+            lines.append(f"  {w.kind:<17} window {w.end_s - w.start_s:.2f} s, longest I/O across it "
+                         f"{s.longest_s * 1e3:.0f} ms{why}")  # fmt: skip
         lines += [f"  latency picture   {picture}", ""]
         print("\n".join(lines), flush=True)
         (out / "demo.txt").write_text("\n".join(lines[1:]))

@@ -55,3 +55,19 @@ def test_the_table_shows_ratios_on_gadget_rows_only_and_names_failures() -> None
     kublk_row = next(line for line in text.splitlines() if line.strip().startswith("kublk-null"))
     assert "x" not in kublk_row.split()[-1]
     assert "failed: GadgetError: exited 1 before ready" in text
+
+
+def test_the_stall_block_gives_each_window_its_longest_io_and_moments() -> None:
+    stall = {
+        "workload": "4k-randrw-qd32", "ios": 1000, "steady_p99_ms": 2.5, "picture": "/x.png",
+        "windows": [
+            {"kind": "handover", "window_ms": 300.0, "longest_spanning_io_ms": 120.0, "spanning_ios": 40,
+             "moments_ms": {"owner signalled (SIGHUP)": 0.0, "successor ready": 300.0}},
+            {"kind": "crash", "window_ms": 4000.0, "longest_spanning_io_ms": 4100.0, "spanning_ios": 32},
+        ],
+    }  # fmt: skip
+    text = report.format_stall(stall)
+    assert "steady-state p99 2.50 ms" in text
+    assert "handover  window     300 ms   longest spanning I/O    120.0 ms (40 I/Os spanned it)" in text
+    assert "successor ready +300 ms" in text
+    assert "crash     window    4000 ms   longest spanning I/O   4100.0 ms" in text
