@@ -58,8 +58,6 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "io_uring_queue_exit": (None, [_c_ring], True),
     # struct io_uring_sqe *io_uring_get_sqe(struct io_uring *)
     "io_uring_get_sqe": (_c_ptr, [_c_ring], False),
-    # int io_uring_submit(struct io_uring *)
-    "io_uring_submit": (ctypes.c_int, [_c_ring], True),
     # int io_uring_submit_and_wait(struct io_uring *, unsigned wait_nr)
     "io_uring_submit_and_wait": (ctypes.c_int, [_c_ring, ctypes.c_uint], True),
     # int io_uring_submit_and_wait_timeout(struct io_uring *, struct io_uring_cqe **,
@@ -87,7 +85,6 @@ class Liburing:
     io_uring_queue_init_params: Callable[..., int]
     io_uring_queue_exit: Callable[..., None]
     io_uring_get_sqe: Callable[..., int | None]
-    io_uring_submit: Callable[..., int]
     io_uring_submit_and_wait: Callable[..., int]
     io_uring_submit_and_wait_timeout: Callable[..., int]
     io_uring_peek_batch_cqe: Callable[..., int]

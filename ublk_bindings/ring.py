@@ -116,6 +116,7 @@ class Ring:
         self._get_sqe = lib.io_uring_get_sqe
         self._peek = lib.io_uring_peek_batch_cqe
         self._advance = lib.io_uring_cq_advance
+        self._submit_and_wait = lib.io_uring_submit_and_wait
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class Ring:
             self._finalizer()
             # liburing's struct now points at unmapped rings: route the hot-path calls to
             # an error instead of guarding every call with a check
-            self._get_sqe = self._peek = self._advance = _closed
+            self._get_sqe = self._peek = self._advance = self._submit_and_wait = _closed
             self._sqe_views.clear()
             self._cq_ud = self._cq_res = None
             self._held.clear()
@@ -202,29 +203,31 @@ class Ring:
         and :class:`UblkTimeout` is raised when it runs out; the SQEs stay submitted.
         Interrupted waits are resumed (PEP 475); signal handlers run in between.
         """
-        self._check_open()
-        lib, ring = self._lib, self._ring
-        deadline = None if timeout is None else time.monotonic() + timeout
-        submitted = 0
+        if timeout is not None:
+            return self._submit_timed(wait_nr, timeout)
         while True:
-            if deadline is None:
-                if wait_nr:
-                    ret = lib.io_uring_submit_and_wait(ring, wait_nr)
-                else:
-                    ret = lib.io_uring_submit(ring)
-            else:
-                left = max(0.0, deadline - time.monotonic())
-                ts = KernelTimespec(int(left), int((left % 1) * 1e9))
-                cqe = ctypes.c_void_p()
-                ret = lib.io_uring_submit_and_wait_timeout(
-                    ring, ctypes.byref(cqe), wait_nr, ctypes.byref(ts), None
-                )
-                if ret == -errno.ETIME:
-                    raise UblkTimeout("io_uring_submit_and_wait_timeout", timeout or 0.0)
-            if ret == -errno.EINTR:
-                continue
-            submitted += check(ret, "io_uring_submit")
-            return submitted
+            ret = self._submit_and_wait(self._ring, wait_nr)  # wait_nr 0: just submit
+            if ret >= 0:
+                return ret
+            if ret != -errno.EINTR:
+                raise UblkError(-ret, "io_uring_submit_and_wait")
+
+    def _submit_timed(self, wait_nr: int, timeout: float) -> int:
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        cqe = ctypes.c_void_p()
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            ts = KernelTimespec(int(left), int((left % 1) * 1e9))
+            ret = self._lib.io_uring_submit_and_wait_timeout(
+                self._ring, ctypes.byref(cqe), wait_nr, ctypes.byref(ts), None
+            )
+            if ret >= 0:
+                return ret
+            if ret == -errno.ETIME:
+                raise UblkTimeout("io_uring_submit_and_wait_timeout", timeout)
+            if ret != -errno.EINTR:
+                raise UblkError(-ret, "io_uring_submit_and_wait_timeout")
 
     # -- completion -------------------------------------------------------------------------
 
