@@ -145,8 +145,14 @@ class Control:
         """Why GET_FEATURES failed when :attr:`features` is None."""
         try:
             self.features = self.get_features()
+        except UblkTimeout:
+            self.close()
+            raise
         except UblkError as e:  # 6.1: no GET_FEATURES (EOPNOTSUPP, or its internal ENOTSUPP)
             self.features_error = e
+        except BaseException:
+            self.close()
+            raise
         if ioctl_encode is None:
             ioctl_encode = bool(self.features and self.features & UBLK_F_CMD_IOCTL_ENCODE)
         self._ioctl_encode = ioctl_encode
