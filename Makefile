@@ -17,7 +17,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 banner = @printf '\n==== %s ====\n' "$(1)"
 # pytest exits 5 when it collected nothing: a stage that tests nothing is a failure, said loudly.
 pytest_stage = $(1) || { rc=$$?; [ $$rc -ne 5 ] || echo "make: $(2) collected no tests: failing" >&2; exit $$rc; }
-# sid's liburing-ffi.so.2 for host tests (the test bed passes it into the VM itself).
+# sid's liburing-ffi.so.2, exported for host tests and passed on into the VM by the test bed.
 with_liburing = UBLK_BINDINGS_LIBURING="$${UBLK_BINDINGS_LIBURING:-$$($(PY) -m testbed liburing)}" && \
 	export UBLK_BINDINGS_LIBURING &&
 
@@ -81,5 +81,5 @@ unit: setup
 
 $(SUITES:%=kernel-%): kernel-%: setup
 	$(call banner,kernel tests in the VM: Debian $*)
-	@$(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
+	@$(with_liburing) $(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
 		$(PY) -m pytest -rs -m ublk tests/kernel,kernel tests on $*)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import TestbedError, debian, initramfs, kernel, qemu
+from . import TestbedError, debian, describe, initramfs, kernel, qemu
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".out"  # the writable share: results the guest leaves for the host
@@ -31,8 +31,8 @@ def liburing() -> Path:
     except (subprocess.CalledProcessError, LookupError, OSError) as e:
         cached = debian.cached_newest("liburing2")
         if cached is None:
-            raise TestbedError(f"cannot fetch sid's liburing2 and none is cached: {e}") from e
-        print(f"testbed: offline ({e}); using the cached liburing2 {cached[0]}", file=sys.stderr)
+            raise TestbedError(f"cannot fetch sid's liburing2 and none is cached: {describe(e)}") from e
+        print(f"testbed: cannot reach Debian's archive ({describe(e)}); using the cached liburing2 {cached[0]}", file=sys.stderr)
         pkg = cached[1]
     so = pkg / LIBURING_SO
     if not so.exists():
@@ -112,14 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"testbed: {e}", file=sys.stderr)
         return qemu.EXIT_TESTBED
     except subprocess.CalledProcessError as e:
-        print(f"testbed: {shlex_join(e.cmd)} failed with status {e.returncode}", file=sys.stderr)
+        print(f"testbed: {describe(e)}", file=sys.stderr)
         return qemu.EXIT_TESTBED
-
-
-def shlex_join(cmd: object) -> str:
-    import shlex
-
-    return shlex.join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else str(cmd)
 
 
 if __name__ == "__main__":

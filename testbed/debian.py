@@ -84,7 +84,8 @@ def update(max_age_s: float = 6 * 3600) -> None:
     with locked("apt"):
         if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age_s:
             return
-        _apt("apt-get", "update", "-q")
+        # --error-on=any: offline, apt would warn, exit 0 and keep stale lists; callers must know.
+        _apt("apt-get", "update", "-q", "--error-on=any")
         stamp.touch()
 
 

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import TestbedError, debian
+from . import TestbedError, debian, describe
 
 META = "linux-image-amd64"
 
@@ -52,9 +52,9 @@ def prepare(suite: str) -> Kernel:
     except (subprocess.CalledProcessError, LookupError, OSError) as e:
         fallback = cached(suite)
         if fallback is None:
-            raise TestbedError(f"cannot fetch Debian {suite}'s kernel and none is cached: {e}") from e
+            raise TestbedError(f"cannot fetch Debian {suite}'s kernel and none is cached: {describe(e)}") from e
         print(
-            f"testbed: cannot reach Debian's archive ({e}); using the cached {suite} kernel "
+            f"testbed: cannot reach Debian's archive ({describe(e)}); using the cached {suite} kernel "
             f"{fallback.version}, which may not be {suite}'s newest",
             file=sys.stderr,
         )
