@@ -38,7 +38,6 @@ from .liburing import IO_URING_SIZE, KernelTimespec, Liburing, load
 __all__ = ["Ring", "SQE_SIZE", "SQE_CMD_OFFSET", "CQE_SIZE"]
 
 
-
 def _offset(struct: type[ctypes.Structure], field: str) -> int:
     """A field's byte offset, from the generated struct (its class attribute is the ctypes
     field descriptor; type checkers only know the instance attribute)."""
@@ -62,8 +61,19 @@ _memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]  # type: ign
 _memset.restype = ctypes.c_void_p  # type: ignore[attr-defined]
 
 
-def _queue_exit(lib: Liburing, mem: ctypes.Array[ctypes.c_uint64]) -> None:
+_ORPHANS: list[object] = []
+"""Buffers of commands still in flight when their ring went away. The kernel tears a ring
+down asynchronously, and a command already running in an io-wq worker may still write to
+its buffer, so these are never freed (only commands that timed out end up here)."""
+
+
+def _queue_exit(
+    lib: Liburing, mem: ctypes.Array[ctypes.c_uint64], held: dict[int, tuple[object, ...]]
+) -> None:
     lib.io_uring_queue_exit(mem)
+    for buffers in held.values():
+        _ORPHANS.extend(buffers)
+    held.clear()
 
 
 def _closed(*args: object) -> Any:
@@ -77,8 +87,8 @@ class Ring:
     ``flags`` include ``IORING_SETUP_SINGLE_ISSUER``/``DEFER_TASKRUN``.
 
     Buffers that an in-flight SQE points to can be handed to :meth:`hold` under the SQE's
-    ``user_data``; the ring drops the reference only when that completion is reaped (or the
-    ring is closed, which cancels the command), so the kernel never writes freed memory.
+    ``user_data``; the ring drops the reference only when that completion is reaped, so the
+    kernel never writes freed memory (if the ring closes first, they are kept for good).
     """
 
     def __init__(
@@ -96,7 +106,8 @@ class Ring:
             lib.io_uring_queue_init_params(entries, self._ring, ctypes.byref(params)),
             f"io_uring_queue_init_params(entries={entries}, flags={params.flags:#x})",
         )
-        self._finalizer = weakref.finalize(self, _queue_exit, lib, self._mem)
+        self._held: dict[int, tuple[object, ...]] = {}
+        self._finalizer = weakref.finalize(self, _queue_exit, lib, self._mem, self._held)
         self.flags: int = params.flags
         self.features: int = params.features
         self.sq_entries: int = params.sq_entries
@@ -111,7 +122,6 @@ class Ring:
         self._cq_res: ctypes.Array[ctypes.c_int32] | None = None
         self._cqe_ptrs = (ctypes.c_void_p * params.cq_entries)()
         self._sqe_views: dict[int, io_uring_sqe] = {}
-        self._held: dict[int, object] = {}
         # bound once: attribute lookups are a measurable part of the per-SQE cost
         self._get_sqe = lib.io_uring_get_sqe
         self._peek = lib.io_uring_peek_batch_cqe
@@ -133,7 +143,6 @@ class Ring:
             self._get_sqe = self._peek = self._advance = self._submit_and_wait = _closed
             self._sqe_views.clear()
             self._cq_ud = self._cq_res = None
-            self._held.clear()
 
     def __enter__(self) -> Ring:
         return self

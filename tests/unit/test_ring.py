@@ -194,6 +194,32 @@ def test_held_buffer_lives_until_its_completion_is_reaped() -> None:
         assert gone() is None
 
 
+def test_buffers_in_flight_when_the_ring_closes_are_never_freed() -> None:
+    from ublk_bindings import ring as ring_module
+
+    class Buffer:
+        pass
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        ring = Ring(2)
+        buf = Buffer()
+        gone = weakref.ref(buf)
+        sqe = ring.get_sqe()  # a read that never completes: nobody writes to the pipe
+        sqe.opcode, sqe.fd, sqe.addr, sqe.len, sqe.user_data = IORING_OP_READ, r, 0, 1, 8
+        ring.hold(8, buf)
+        ring.submit()
+        del buf, sqe
+        ring.close()
+        del ring
+        gc.collect()
+        assert gone() is not None
+        assert any(o is gone() for o in ring_module._ORPHANS)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_another_thread_wakes_a_waiting_ring_through_a_pipe() -> None:
     # what Queue.kick relies on: a read pending on a pipe completes when any thread writes
     import threading
