@@ -75,17 +75,27 @@ class _StopRequest:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal: int | None = None
+        self.ignored: list[int] = []
         self.failure: BaseException | None = None
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+        """Record only: logging here could re-enter a stderr write the main thread was in
+        (RuntimeError: reentrant call) and lose the signal; :meth:`log_signals` logs it."""
         if self.signal is None:
             self.signal = signum
-            log.info("%s: %s", name, "handing over" if signum == signal.SIGHUP else "stopping")
         else:  # the first signal decides: a handover is never turned into a delete
-            log.info("%s ignored: %s already in progress", name,
-                     "handover" if self.signal == signal.SIGHUP else "stop")
+            self.ignored.append(signum)
         self.event.set()
+
+    def log_signals(self) -> None:
+        """Log, from the main thread, what the signals asked for."""
+        if self.signal is None:
+            return
+        log.info("%s: %s", signal.Signals(self.signal).name,
+                 "handing over" if self.signal == signal.SIGHUP else "stopping")
+        for signum in self.ignored:
+            log.info("%s ignored: %s already in progress", signal.Signals(signum).name,
+                     "handover" if self.signal == signal.SIGHUP else "stop")
 
     def on_failure(self, error: BaseException) -> None:
         if self.failure is None:
@@ -185,6 +195,7 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
             print(report.ready_line(d.describe() for d in devices), flush=True)
             log.info("serving %s", ", ".join(d.block_device for d in devices))
             _serve_until_stopped(stop, devices)
+        stop.log_signals()
         if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
             handover.hand_over(ctrl, devices)
             devices.clear()

@@ -1,0 +1,62 @@
+"""The daemon's signal handler: it runs between any two bytecodes of the main thread, so it
+only records; what a signal asked for is logged afterwards, from the main thread."""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+
+import pytest
+
+from ublk_gadget.daemon import _StopRequest
+
+
+class SignalDuringWrite(io.StringIO):
+    """A stream that delivers a signal in the middle of a write, as a real SIGTERM can."""
+
+    def __init__(self, stop: _StopRequest) -> None:
+        super().__init__()
+        self.stop = stop
+        self.writing = False
+
+    def write(self, text: str) -> int:
+        if self.writing:  # what a BufferedWriter says when re-entered
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+        self.writing = True
+        try:
+            self.stop.on_signal(signal.SIGTERM, None)
+            return super().write(text)
+        finally:
+            self.writing = False
+
+
+def test_a_signal_that_lands_inside_a_log_write_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = _StopRequest()
+    stream = SignalDuringWrite(stop)
+    monkeypatch.setattr("sys.stderr", stream)  # the daemon logs to stderr, as logging's errors do
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("ublk_gadget")
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)  # as the daemon runs
+    try:
+        log.info("serving /dev/ublkb0")  # the main thread's write, interrupted by SIGTERM
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert stop.event.is_set() and stop.signal == signal.SIGTERM
+    assert "Logging error" not in stream.getvalue()
+
+
+def test_the_first_signal_decides_and_later_ones_are_logged_as_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    stop = _StopRequest()
+    stop.on_signal(signal.SIGHUP, None)
+    stop.on_signal(signal.SIGTERM, None)
+    assert stop.signal == signal.SIGHUP
+    with caplog.at_level(logging.INFO, logger="ublk_gadget"):
+        stop.log_signals()
+    assert [r.getMessage() for r in caplog.records] == [
+        "SIGHUP: handing over",
+        "SIGTERM ignored: handover already in progress",
+    ]
