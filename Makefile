@@ -31,7 +31,7 @@ demo: setup
 # About 15 minutes of VM time: every peer, every workload, the handover stall; see README "Benchmarks".
 bench: setup
 	$(call banner,bench: the gadget against null_blk, loop and kublk in one VM boot)
-	@$(with_liburing) $(PY) -m bench
+	@$(with_liburing) $(PY) -m bench --publish
 
 test: setup generated typecheck unit $(SUITES:%=kernel-%)
 

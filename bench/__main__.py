@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import kublk
+from . import kublk, publish
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".out" / "bench"
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--kernel", default="sid", help="test-bed kernel (sid: 7.2)")
     p.add_argument("--quick", action="store_true", help="one 2 s run per cell, no ramp: proves the plumbing only")
+    p.add_argument("--publish", action="store_true",
+                   help="then copy the record into bench/results/ and its table into the README")
     p.add_argument("guest_args", nargs=argparse.REMAINDER, help="passed to bench.guest (after --)")
     a = p.parse_args(argv)
 
@@ -37,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: the VM run failed (exit {code}): {' '.join(vm)}", file=sys.stderr)
         return code
     print(f"\nrecorded in {OUT / 'results.json'}")
+    if a.publish:
+        if a.quick:
+            print("bench: --quick runs are not published", file=sys.stderr)
+            return 1
+        publish.publish()
+        print(f"published into {publish.RESULTS} and {publish.README}")
     return 0
 
 

@@ -1,0 +1,78 @@
+"""Publish a benchmark run: its record and picture into ``bench/results/``, its table into the
+README between two markers, so the README always shows a run's own output, never a retyped one.
+
+    python -m bench.publish        # after python -m bench; make bench does both
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / ".out" / "bench"
+RESULTS = REPO / "bench" / "results"
+README = REPO / "README.md"
+START = "<!-- bench-results:start (written by python -m bench.publish) -->"
+END = "<!-- bench-results:end -->"
+FILES = ("results.json", "results.txt", "handover-latency.png")
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def block(results: dict[str, object], table: str, picture: str | None) -> str:
+    """The README text between the markers."""
+    env = results["environment"]
+    assert isinstance(env, dict)
+    geometry = env["geometry"]
+    lines = [
+        f"Run of {env['date']} in the test-bed VM: Linux {env['kernel']}, {env['cpus']} vCPUs (qemu TCG), "
+        f"{env['fio']}; {env['rounds']} rounds of {env['runtime_s']:g} s (after {env['ramp_s']:g} s ramp) per "
+        f"cell, the median round shown; every device {geometry['queues']} queue(s) x {geometry['depth']} tags. "
+        f"Record: [`bench/results/results.json`](bench/results/results.json).",
+        "",
+        "```",
+        table.rstrip("\n"),
+        "```",
+    ]
+    if picture:
+        lines += ["", f"![I/O latency across gadget handovers]({picture})"]
+    return "\n".join(lines)
+
+
+def publish(out: Path = OUT, results_dir: Path = RESULTS, readme: Path = README) -> None:
+    missing = [f for f in FILES[:2] if not (out / f).exists()]
+    if missing:
+        raise PublishError(f"{out}: no {', '.join(missing)}: run python -m bench first")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        (results_dir / name).unlink(missing_ok=True)
+        if (out / name).exists():
+            shutil.copyfile(out / name, results_dir / name)
+    doc = json.loads((out / "results.json").read_text())
+    table = (out / "results.txt").read_text().replace(str(out), "bench/results")
+    picture = "bench/results/handover-latency.png" if (results_dir / FILES[2]).exists() else None
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise PublishError(f"{readme}: no {START!r} ... {END!r} markers to write between")
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(f"{head}{START}\n{block(doc, table, picture)}\n{END}{tail}")
+
+
+def main() -> int:
+    try:
+        publish()
+    except PublishError as e:
+        print(f"bench.publish: {e}", file=sys.stderr)
+        return 1
+    print(f"published into {RESULTS} and {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
