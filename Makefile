@@ -77,9 +77,9 @@ typecheck: setup
 
 unit: setup
 	$(call banner,unit tests on the host)
-	@$(with_liburing) $(call pytest_stage,$(PY) -m pytest -rs tests/unit testbed/tests,unit tests)
+	@$(with_liburing) $(call pytest_stage,$(PY) -m pytest -rfEs tests/unit testbed/tests,unit tests)
 
 $(SUITES:%=kernel-%): kernel-%: setup
 	$(call banner,kernel tests in the VM: Debian $*)
 	@$(with_liburing) $(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
-		$(PY) -m pytest -rs -m ublk tests/kernel,kernel tests on $*)
+		$(PY) -m pytest -rfEs -m ublk tests/kernel,kernel tests on $*)
