@@ -63,7 +63,10 @@ def load_order(moddir: Path, wanted: tuple[Module, ...] = MODULES) -> list[tuple
             return
         if name not in deps:
             why = f" (needed by {' -> '.join(chain)})" if chain else ""
-            raise TestbedError(f"{moddir}: module {name}{why} is neither built in nor in modules.dep")
+            raise TestbedError(
+                f"{moddir}: module {name}{why} is neither built in nor in modules.dep: "
+                "this kernel was built without it"
+            )
         if name in chain:
             raise TestbedError(f"{moddir}/modules.dep: dependency cycle {' -> '.join((*chain, name))}")
         path, needs = deps[name]

@@ -10,6 +10,7 @@ layouts are found by following the pinned Depends, not by suite.  Debian ships n
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def _assemble(kdir: Path, version: str, release: str, pkgs: list[Path]) -> None:
     print(f"testbed: depmod {release} (once per kernel)", file=sys.stderr)
     subprocess.run(["busybox", "depmod", "-b", str(stage), release], check=True)
     meta = {"version": version, "release": release, "packages": [p.name for p in pkgs], "suites": []}
-    (stage / "kernel.json").write_text(json.dumps(meta, indent=1) + "\n")
+    _write_json(stage / "kernel.json", meta)
     shutil.rmtree(kdir, ignore_errors=True)
     stage.rename(kdir)
     (kdir / ".done").touch()
@@ -124,5 +125,12 @@ def _load(kdir: Path, suite: str) -> Kernel:
     meta = json.loads(path.read_text())
     if suite not in meta["suites"]:  # remembered so that offline runs can find it by suite
         meta["suites"].append(suite)
-        path.write_text(json.dumps(meta, indent=1) + "\n")
+        _write_json(path, meta)
     return Kernel(suite=suite, version=meta["version"], release=meta["release"], dir=kdir)
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Replace ``path`` atomically: a concurrent run may be reading it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
