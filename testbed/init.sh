@@ -43,5 +43,13 @@ mount -t configfs configfs $R/sys/kernel/config || fail "cannot mount configfs"
 cp /ctl/cmd.sh $R/run/testbed-cmd.sh
 chroot $R /bin/sh /run/testbed-cmd.sh </dev/null >/dev/ttyS0 2>&1
 echo $? >/ctl/status
+
+# "quiet" keeps the kernel's warnings (and its boot-time timer grumbles) off the console, but a
+# driver's test bed must show a WARN, BUG or oops that the command provoked.
+splat='(WARNING:|BUG:|Oops|general protection fault|blocked for more than)'
+if dmesg | grep -qE "$splat"; then
+	echo "testbed: the kernel reported problems during the run:"
+	dmesg | grep -E -A24 "$splat"
+fi
 echo 0 >/proc/sys/kernel/printk # no "reboot: Power down" after the command's output
 poweroff -f
