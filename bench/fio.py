@@ -51,6 +51,8 @@ class Result:
     lat_p99_ns: int
     lat_max_ns: int
     ios: int
+    #: IOPS of every round of this cell, in the order run (this Result is the median one).
+    rounds_iops: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Result:
             "lat_p99_us": self.lat_p99_ns / 1000,
             "lat_max_us": self.lat_max_ns / 1000,
             "ios": self.ios,
+            "rounds_iops": list(self.rounds_iops),
         }
 
 

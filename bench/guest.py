@@ -9,6 +9,7 @@ measured and says what was not.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -16,12 +17,11 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
-from typing import Any
-
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from . import fio, handover, peers, report
 from .fio import Result
@@ -77,7 +77,8 @@ class Cell:
         """A failed round voids the cell: a server that failed I/O once has no figure."""
         if self.error or not self.runs:
             return self.error or "not run"
-        return sorted(self.runs, key=lambda r: r.iops)[(len(self.runs) - 1) // 2]
+        median = sorted(self.runs, key=lambda r: r.iops)[(len(self.runs) - 1) // 2]
+        return dataclasses.replace(median, rounds_iops=tuple(r.iops for r in self.runs))
 
 
 def measure(
@@ -194,11 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": {
             n: {
                 "detail": details[n],
-                "workloads": {
-                    w: {**r.to_json(), "iops_rounds": [x.iops for x in cells[n][w].runs]}
-                    if isinstance(r, Result) else {"error": r}
-                    for w, r in rs.items()
-                },
+                "workloads": {w: r.to_json() if isinstance(r, Result) else {"error": r} for w, r in rs.items()},
             }
             for n, rs in results.items()
         },

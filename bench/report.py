@@ -1,13 +1,14 @@
 """Turn measurements into ratios, a table for people and JSON for the record.
 
 Absolute numbers under TCG emulation mean little; what carries over is how the gadget fares
-against peers measured minutes apart in the same VM.  Each gadget figure is divided by the
+against peers measured minutes apart in the same VM, round by round.  Each gadget figure is divided by the
 same workload on null_blk (the in-kernel limit), the kernel loop driver over the same file,
 and the kublk target that does the same job (null for null and mem, loop for file).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +45,18 @@ def reference_name(gadget: str, reference: str) -> str:
 
 
 def ratio(results: Results, peer: str, other: str, workload: str) -> float | None:
-    """IOPS of ``peer`` over ``other`` on ``workload`` (same block size, so also bandwidth)."""
+    """IOPS of ``peer`` over ``other`` on ``workload`` (same block size, so also bandwidth).
+
+    With rounds on both sides, the median of the per-round ratios: round i of both ran within
+    a minute of each other, so a load that came and went on the host divides out.
+    """
     a = results.get(peer, {}).get(workload)
     b = results.get(other, {}).get(workload)
-    if not isinstance(a, Result) or not isinstance(b, Result) or b.iops == 0:
+    if not isinstance(a, Result) or not isinstance(b, Result):
         return None
-    return a.iops / b.iops
+    if len(a.rounds_iops) == len(b.rounds_iops) > 1 and all(b.rounds_iops):
+        return statistics.median(x / y for x, y in zip(a.rounds_iops, b.rounds_iops))
+    return a.iops / b.iops if b.iops else None
 
 
 def ratios(results: Results, workloads: tuple[Workload, ...]) -> dict[str, dict[str, dict[str, float | None]]]:

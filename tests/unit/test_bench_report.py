@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench import report
@@ -71,3 +73,20 @@ def test_the_stall_block_gives_each_window_its_longest_io_and_moments() -> None:
     assert "handover  window     300 ms   longest spanning I/O    120.0 ms (40 I/Os spanned it)" in text
     assert "successor ready +300 ms" in text
     assert "crash     window    4000 ms   longest spanning I/O   4100.0 ms" in text
+
+
+def test_with_rounds_the_ratio_is_the_median_of_per_round_ratios() -> None:
+    # Round 2 ran while the host was busy: both sides slowed; the per-round ratio holds.
+    g = dataclasses.replace(res(900), rounds_iops=(1000.0, 100.0, 900.0))
+    k = dataclasses.replace(res(1000), rounds_iops=(1000.0, 110.0, 1000.0))
+    results: dict[str, dict[str, Result | str]] = {
+        "gadget-null": {"4k-randread-qd32": g}, "kublk-null": {"4k-randread-qd32": k}}  # fmt: skip
+    assert report.ratio(results, "gadget-null", "kublk-null", "4k-randread-qd32") == pytest.approx(0.909, abs=1e-3)
+
+
+def test_rounds_that_do_not_pair_fall_back_to_the_medians() -> None:
+    g = dataclasses.replace(res(900), rounds_iops=(900.0,))
+    k = dataclasses.replace(res(1000), rounds_iops=(1000.0, 1000.0))
+    results: dict[str, dict[str, Result | str]] = {
+        "gadget-null": {"4k-randread-qd32": g}, "kublk-null": {"4k-randread-qd32": k}}  # fmt: skip
+    assert report.ratio(results, "gadget-null", "kublk-null", "4k-randread-qd32") == pytest.approx(0.9)
