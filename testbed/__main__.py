@@ -66,17 +66,11 @@ def _run(args: argparse.Namespace) -> int:
             return qemu.EXIT_TIMEOUT
     k = kernel.prepare(args.kernel)
     image = initramfs.build(k)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": "/tmp",
-        "TERM": "dumb",
-        **common,
-        "UBLK_TESTBED_SUITE": k.suite,
-        "UBLK_TESTBED_KERNEL": k.version,
-        **extra,
-    }
+    # The guest starts from an empty environment: only what the tests rely on, then --env.
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": "/tmp", "TERM": "dumb"}
     if "VIRTUAL_ENV" in os.environ:
         env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
+    env |= {**common, "UBLK_TESTBED_SUITE": k.suite, "UBLK_TESTBED_KERNEL": k.version, **extra}
     print(f"testbed: booting Debian {k.suite}'s kernel {k.release} ({kernel.META} {k.version}) under qemu TCG", file=sys.stderr)
     return qemu.run(k, image, OUT, Path.cwd(), env, argv, args.timeout)
 
