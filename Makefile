@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 SUITES := sid trixie
 # Seconds for one VM run (boot + the kernel tests) under TCG on 2 shared cores.
 KERNEL_TIMEOUT := 2400
+# What the VM stages run; narrow it while working: make kernel-sid KERNEL_TESTS=tests/kernel/test_io.py
+KERNEL_TESTS := tests/kernel
 APT_PACKAGES := qemu-system-x86 busybox-static fio e2fsprogs xz-utils zstd cpio gcc make \
 	python3 python3-venv
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -82,4 +84,4 @@ unit: setup
 $(SUITES:%=kernel-%): kernel-%: setup
 	$(call banner,kernel tests in the VM: Debian $*)
 	@$(with_liburing) $(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
-		$(PY) -m pytest -rfEs -m ublk tests/kernel,kernel tests on $*)
+		$(PY) -m pytest -rfEs -m ublk $(KERNEL_TESTS),kernel tests on $*)
