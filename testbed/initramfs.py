@@ -27,6 +27,7 @@ INIT = Path(__file__).with_name("init.sh")
 class Module:
     name: str
     params: str = ""
+    optional: bool = False  # loaded where this kernel has it as a module, else left out
 
 
 # What the guest needs; dependencies (netfs, 9pnet, ...) come from modules.dep.
@@ -39,6 +40,9 @@ MODULES = (
     Module("null_blk", "nr_devices=0"),  # none until a test or benchmark makes one in configfs
     Module("loop"),
     Module("ext4"),  # mkfs.ext4 + mount on gadget devices (tests/kernel/test_gadget.py)
+    # ext4's checksums before Linux 6.15 go through the crypto API's "crc32c" (later kernels
+    # call the crc32c library, built in): without it mount fails with "Cannot load crc32c".
+    Module("crc32c_generic", optional=True),
 )
 
 
@@ -76,6 +80,8 @@ def load_order(moddir: Path, wanted: tuple[Module, ...] = MODULES) -> list[tuple
         order.append((moddir / path, params.get(name, "")))
 
     for m in wanted:
+        if m.optional and m.name not in deps:
+            continue
         visit(m.name, ())
     return order
 
