@@ -18,6 +18,8 @@ def describe(e: BaseException) -> str:
 
     if isinstance(e, subprocess.CalledProcessError) and isinstance(e.cmd, (list, tuple)):
         args = [str(a) for a in e.cmd]
-        words = [a for i, a in enumerate(args[1:], 1) if not a.startswith("-") and args[i - 1] != "-o"]
+        words = [
+            a for i, a in enumerate(args[1:], 1) if not a.startswith("-") and args[i - 1] != "-o"
+        ]
         return f"{' '.join([args[0], *words[:3]])} exited with status {e.returncode}"
     return str(e)

@@ -31,8 +31,14 @@ def liburing() -> Path:
     except (subprocess.CalledProcessError, LookupError, OSError) as e:
         cached = debian.cached_newest("liburing2")
         if cached is None:
-            raise TestbedError(f"cannot fetch sid's liburing2 and none is cached: {describe(e)}") from e
-        print(f"testbed: cannot reach Debian's archive ({describe(e)}); using the cached liburing2 {cached[0]}", file=sys.stderr)
+            raise TestbedError(
+                f"cannot fetch sid's liburing2 and none is cached: {describe(e)}"
+            ) from e
+        print(
+            f"testbed: cannot reach Debian's archive ({describe(e)}); "
+            f"using the cached liburing2 {cached[0]}",
+            file=sys.stderr,
+        )
         pkg = cached[1]
     so = pkg / LIBURING_SO
     if not so.exists():
@@ -55,23 +61,40 @@ def _run(args: argparse.Namespace) -> int:
     if not argv:
         raise TestbedError("run: no command given")
     lib = os.environ.get("UBLK_BINDINGS_LIBURING") or str(liburing())
-    common = {"UBLK_REQUIRE_DRIVER": "1", "PYTHONDONTWRITEBYTECODE": "1", "UBLK_BINDINGS_LIBURING": lib}
+    common = {
+        "UBLK_REQUIRE_DRIVER": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "UBLK_BINDINGS_LIBURING": lib,
+    }
     extra = _parse_env(args.env)
     if CONTROL.exists():  # the host's own kernel has the driver: no VM needed
-        print(f"testbed: {CONTROL} exists on this host: running {argv[0]} here, not in a VM", file=sys.stderr)
+        print(
+            f"testbed: {CONTROL} exists on this host: running {argv[0]} here, not in a VM",
+            file=sys.stderr,
+        )
         try:
-            return subprocess.run(argv, env={**os.environ, **common, **extra}, timeout=args.timeout).returncode
+            return subprocess.run(
+                argv, env={**os.environ, **common, **extra}, timeout=args.timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             print(f"testbed: timed out after {args.timeout:g} s", file=sys.stderr)
             return qemu.EXIT_TIMEOUT
     k = kernel.prepare(args.kernel)
     image = initramfs.build(k)
     # The guest starts from an empty environment: only what the tests rely on, then --env.
-    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": "/tmp", "TERM": "dumb"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": "/tmp",
+        "TERM": "dumb",
+    }
     if "VIRTUAL_ENV" in os.environ:
         env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
     env |= {**common, "UBLK_TESTBED_SUITE": k.suite, "UBLK_TESTBED_KERNEL": k.version, **extra}
-    print(f"testbed: booting Debian {k.suite}'s kernel {k.release} ({kernel.META} {k.version}) under qemu TCG", file=sys.stderr)
+    print(
+        f"testbed: booting Debian {k.suite}'s kernel {k.release} "
+        f"({kernel.META} {k.version}) under qemu TCG",
+        file=sys.stderr,
+    )
     return qemu.run(k, image, OUT, Path.cwd(), env, argv, args.timeout)
 
 
@@ -88,10 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("run", help="run CMD as root on a real ublk driver (exit status: CMD's)")
     r.add_argument("--kernel", default="sid", choices=debian.SUITES)
-    r.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run (default 1800)")
-    r.add_argument("--env", action="append", default=[], metavar="K=V", help="extra guest environment")
+    r.add_argument(
+        "--timeout", type=float, default=1800, help="seconds for the whole run (default 1800)"
+    )
+    r.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="extra guest environment"
+    )
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
-    pr = sub.add_parser("prepare", help="download and build kernels, initramfs and liburing; no boot")
+    pr = sub.add_parser(
+        "prepare", help="download and build kernels, initramfs and liburing; no boot"
+    )
     pr.add_argument("--kernel", action="append", choices=debian.SUITES)
     sub.add_parser("liburing", help="print the path of sid's liburing-ffi.so.2")
     args = p.parse_args(argv)

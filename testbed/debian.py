@@ -63,7 +63,9 @@ def locked(name: str) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"debian: waiting for another process holding {CACHE}/.{name}.lock", file=sys.stderr)
+            print(
+                f"debian: waiting for another process holding {CACHE}/.{name}.lock", file=sys.stderr
+            )
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -107,7 +109,9 @@ def pinned_depends(package: str, version: str) -> dict[str, str]:
     """
     update()
     out = _apt("apt-cache", "show", "--no-all-versions", f"{package}={version}", capture=True)
-    field = next((line.split(":", 1)[1] for line in out.splitlines() if line.startswith("Depends:")), "")
+    field = next(
+        (line.split(":", 1)[1] for line in out.splitlines() if line.startswith("Depends:")), ""
+    )
     pinned = {}
     for group in field.split(","):
         first = group.split("|")[0].strip()
@@ -131,7 +135,11 @@ def newest(versions: Iterable[str]) -> str:
 
 def cached_newest(package: str) -> tuple[str, Path] | None:
     """The newest already extracted version of ``package``: what is usable offline."""
-    found = {d.name[len(package) + 1 :]: d for d in (CACHE / "pkgs").glob(f"{package}_*") if (d / ".done").exists()}
+    found = {
+        d.name[len(package) + 1 :]: d
+        for d in (CACHE / "pkgs").glob(f"{package}_*")
+        if (d / ".done").exists()
+    }
     if not found:
         return None
     version = newest(found)

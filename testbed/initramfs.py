@@ -72,7 +72,9 @@ def load_order(moddir: Path, wanted: tuple[Module, ...] = MODULES) -> list[tuple
                 "this kernel was built without it"
             )
         if name in chain:
-            raise TestbedError(f"{moddir}/modules.dep: dependency cycle {' -> '.join((*chain, name))}")
+            raise TestbedError(
+                f"{moddir}/modules.dep: dependency cycle {' -> '.join((*chain, name))}"
+            )
         path, needs = deps[name]
         for dep in needs:
             visit(dep, (*chain, name))
@@ -109,7 +111,7 @@ def static_busybox() -> Path:
 
 def _has_interpreter(elf: bytes) -> bool:
     """Whether an ELF64 little-endian file has a PT_INTERP program header (is dynamic)."""
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     return any(struct.unpack_from("<I", elf, phoff + i * phentsize)[0] == 3 for i in range(phnum))
 
@@ -118,7 +120,10 @@ def build(kernel: Kernel) -> Path:
     """The initramfs for ``kernel``, built unless an identical one is cached."""
     busybox = static_busybox().read_bytes()
     init = INIT.read_bytes()
-    modules = [(f"{i:02d}-{ko.name.split('.ko')[0]}.ko", ko, params) for i, (ko, params) in enumerate(load_order(kernel.moddir))]
+    modules = [
+        (f"{i:02d}-{ko.name.split('.ko')[0]}.ko", ko, params)
+        for i, (ko, params) in enumerate(load_order(kernel.moddir))
+    ]
     digest = hashlib.sha256(init + busybox)
     for name, ko, params in modules:
         digest.update(f"{name} {ko.stat().st_size} {params}\n".encode())
@@ -135,7 +140,9 @@ def build(kernel: Kernel) -> Path:
         (root / "bin" / "busybox").chmod(0o755)
         for name, ko, _ in modules:
             (root / "modules" / name).write_bytes(decompressed(ko))
-        (root / "modules" / "order").write_text("".join(f"{name} {params}\n" for name, _, params in modules))
+        (root / "modules" / "order").write_text(
+            "".join(f"{name} {params}\n" for name, _, params in modules)
+        )
         names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
         with open(Path(tmp) / "initramfs.cpio", "wb") as f:
             subprocess.run(

@@ -53,10 +53,12 @@ def prepare(suite: str) -> Kernel:
     except (subprocess.CalledProcessError, LookupError, OSError) as e:
         fallback = cached(suite)
         if fallback is None:
-            raise TestbedError(f"cannot fetch Debian {suite}'s kernel and none is cached: {describe(e)}") from e
+            raise TestbedError(
+                f"cannot fetch Debian {suite}'s kernel and none is cached: {describe(e)}"
+            ) from e
         print(
-            f"testbed: cannot reach Debian's archive ({describe(e)}); using the cached {suite} kernel "
-            f"{fallback.version}, which may not be {suite}'s newest",
+            f"testbed: cannot reach Debian's archive ({describe(e)}); "
+            f"using the cached {suite} kernel {fallback.version} (maybe not {suite}'s newest)",
             file=sys.stderr,
         )
         return fallback
@@ -113,7 +115,12 @@ def _assemble(kdir: Path, version: str, release: str, pkgs: list[Path]) -> None:
         raise TestbedError(f"no vmlinuz for {release} in {', '.join(map(str, pkgs))}")
     print(f"testbed: depmod {release} (once per kernel)", file=sys.stderr)
     subprocess.run(["busybox", "depmod", "-b", str(stage), release], check=True)
-    meta = {"version": version, "release": release, "packages": [p.name for p in pkgs], "suites": []}
+    meta = {
+        "version": version,
+        "release": release,
+        "packages": [p.name for p in pkgs],
+        "suites": [],
+    }
     _write_json(stage / "kernel.json", meta)
     shutil.rmtree(kdir, ignore_errors=True)
     stage.rename(kdir)

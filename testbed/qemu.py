@@ -55,18 +55,29 @@ def command(kernel: Kernel, initramfs: Path, out: Path, ctl: Path) -> list[str]:
 def guest_script(cwd: Path, env: Mapping[str, str], argv: Sequence[str]) -> str:
     """The shell script the guest runs chrooted: ``argv`` in ``cwd`` with exactly ``env``."""
     assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
-    return f"cd {shlex.quote(str(cwd))} || exit {EXIT_TESTBED}\nexec env -i {assigns} {shlex.join(argv)}\n"
+    cd = f"cd {shlex.quote(str(cwd))} || exit {EXIT_TESTBED}"
+    return f"{cd}\nexec env -i {assigns} {shlex.join(argv)}\n"
 
 
 def check_visible(path: Path, what: str) -> None:
     """Refuse host paths the guest cannot see (under its tmpfs mounts) before a slow boot."""
     for hidden in GUEST_TMPFS:
         if path == hidden or hidden in path.parents:
-            raise TestbedError(f"{what} {path} is under {hidden}, which is a fresh tmpfs in the guest")
+            raise TestbedError(
+                f"{what} {path} is under {hidden}, which is a fresh tmpfs in the guest"
+            )
 
 
-def run(kernel: Kernel, initramfs: Path, out: Path, cwd: Path, env: Mapping[str, str], argv: Sequence[str], timeout: float) -> int:
-    """Boot, run ``argv`` in the guest, and return its exit status (or EXIT_TIMEOUT/EXIT_TESTBED)."""
+def run(
+    kernel: Kernel,
+    initramfs: Path,
+    out: Path,
+    cwd: Path,
+    env: Mapping[str, str],
+    argv: Sequence[str],
+    timeout: float,
+) -> int:
+    """Boot, run ``argv`` in the guest, return its exit status (or EXIT_TIMEOUT, EXIT_TESTBED)."""
     check_visible(cwd, "working directory")
     check_visible(out, "output directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +101,9 @@ def run(kernel: Kernel, initramfs: Path, out: Path, cwd: Path, env: Mapping[str,
             print(f"testbed: qemu exited with status {rc}", file=sys.stderr)
             return EXIT_TESTBED
         if not status.exists():
-            print("testbed: the guest stopped without running the command to its end (console above)", file=sys.stderr)
+            print(
+                "testbed: the guest stopped without running the command to its end (console above)",
+                file=sys.stderr,
+            )
             return EXIT_TESTBED
         return int(status.read_text())

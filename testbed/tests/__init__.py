@@ -1,1 +1,1 @@
-"""Host tests of the test bed's pure logic (the VM runs themselves are tests/kernel/test_testbed.py)."""
+"""Host tests of the test bed's pure logic; tests/kernel/test_testbed.py checks a booted VM."""

@@ -14,6 +14,20 @@ def test_newest_follows_dpkg_not_string_order() -> None:
 
 
 def test_a_failed_apt_call_reads_as_tool_and_action() -> None:
-    cmd = ["apt-get", "-o", "Dir::Cache=/x", "-o", "Debug::NoLocking=1", "update", "-q", "--error-on=any"]
-    assert describe(subprocess.CalledProcessError(100, cmd)) == "apt-get update exited with status 100"
-    assert describe(LookupError("liburing2: no version in Debian sid")) == "liburing2: no version in Debian sid"
+    cmd = [
+        "apt-get",
+        "-o",
+        "Dir::Cache=/x",
+        "-o",
+        "Debug::NoLocking=1",
+        "update",
+        "-q",
+        "--error-on=any",
+    ]
+    assert (
+        describe(subprocess.CalledProcessError(100, cmd)) == "apt-get update exited with status 100"
+    )
+    assert (
+        describe(LookupError("liburing2: no version in Debian sid"))
+        == "liburing2: no version in Debian sid"
+    )

@@ -23,27 +23,36 @@ def names(order: list[tuple[Path, str]]) -> list[str]:
 
 
 def test_dependencies_load_first_and_once(tmp_path: Path) -> None:
-    d = moddir(tmp_path, (
-        "kernel/fs/9p/9p.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n"
-        "kernel/net/9p/9pnet.ko.xz: kernel/fs/netfs/netfs.ko.xz\n"
-        "kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n"
-        "kernel/fs/netfs/netfs.ko.xz:\n"
-    ))
+    d = moddir(
+        tmp_path,
+        (
+            "kernel/fs/9p/9p.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n"
+            "kernel/net/9p/9pnet.ko.xz: kernel/fs/netfs/netfs.ko.xz\n"
+            "kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n"
+            "kernel/fs/netfs/netfs.ko.xz:\n"
+        ),
+    )
     order = load_order(d, (Module("9pnet_virtio"), Module("9p")))
     assert names(order) == ["netfs.ko.xz", "9pnet.ko.xz", "9pnet_virtio.ko.xz", "9p.ko.xz"]
     assert order[0][0] == d / "kernel/fs/netfs/netfs.ko.xz"
 
 
 def test_builtin_modules_are_skipped_and_dashes_match_underscores(tmp_path: Path) -> None:
-    d = moddir(tmp_path, "kernel/drivers/block/null_blk/null_blk.ko.zst: kernel/fs/configfs/configfs.ko.zst\n",
-               builtin="kernel/fs/configfs/configfs.ko\nkernel/drivers/virtio/virtio-pci.ko\n")
+    d = moddir(
+        tmp_path,
+        "kernel/drivers/block/null_blk/null_blk.ko.zst: kernel/fs/configfs/configfs.ko.zst\n",
+        builtin="kernel/fs/configfs/configfs.ko\nkernel/drivers/virtio/virtio-pci.ko\n",
+    )
     order = load_order(d, (Module("virtio_pci"), Module("null_blk", "nr_devices=0")))
     assert order == [(d / "kernel/drivers/block/null_blk/null_blk.ko.zst", "nr_devices=0")]
 
 
 def test_a_missing_module_names_itself_and_who_needs_it(tmp_path: Path) -> None:
     d = moddir(tmp_path, "kernel/drivers/block/ublk_drv.ko.xz: kernel/lib/gone.ko.xz\n")
-    with pytest.raises(TestbedError, match=r"module gone \(needed by ublk_drv\) is neither built in nor in modules.dep"):
+    with pytest.raises(
+        TestbedError,
+        match=r"module gone \(needed by ublk_drv\) is neither built in nor in modules.dep",
+    ):
         load_order(d, (Module("ublk_drv"),))
 
 

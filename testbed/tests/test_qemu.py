@@ -15,11 +15,13 @@ from testbed.qemu import check_visible, guest_script
 
 
 def test_guest_script_runs_argv_in_cwd_with_only_the_given_env(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "ODD": "it's \"quoted\" $HOME `x` ;", "EMPTY": ""}
+    env = {"PATH": "/usr/bin:/bin", "ODD": 'it\'s "quoted" $HOME `x` ;', "EMPTY": ""}
     probe = "import json, os, sys; print(json.dumps([os.getcwd(), sys.argv[1:], dict(os.environ)]))"
     argv = [sys.executable, "-c", probe, "two words", "$NOT_EXPANDED", "*"]
     script = guest_script(tmp_path, env, argv)
-    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, env={"HOST": "leak"})
+    done = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, check=True, env={"HOST": "leak"}
+    )
     cwd, args, seen = json.loads(done.stdout)
     assert cwd == str(tmp_path)
     assert args == ["two words", "$NOT_EXPANDED", "*"]
@@ -27,7 +29,9 @@ def test_guest_script_runs_argv_in_cwd_with_only_the_given_env(tmp_path: Path) -
 
 
 def test_guest_script_fails_with_the_testbed_status_when_cwd_is_missing(tmp_path: Path) -> None:
-    done = subprocess.run(["sh", "-c", guest_script(tmp_path / "gone", {}, ["true"])], capture_output=True)
+    done = subprocess.run(
+        ["sh", "-c", guest_script(tmp_path / "gone", {}, ["true"])], capture_output=True
+    )
     assert done.returncode == 125
 
 
