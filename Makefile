@@ -16,7 +16,9 @@ APT_PACKAGES := qemu-system-x86 busybox-static fio e2fsprogs xz-utils zstd cpio 
 	python3 python3-venv
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-banner = @printf '\n==== %s ====\n' "$(1)"
+comma := ,
+# $(call banner,TEXT): make splits TEXT at its commas into more arguments; join them back.
+banner = @printf '\n==== %s ====\n' "$(1)$(if $(2),$(comma)$(2))$(if $(3),$(comma)$(3))$(if $(4),$(comma)$(4))"
 # pytest exits 5 when it collected nothing: a stage that tests nothing is a failure, said loudly.
 pytest_stage = $(1) || { rc=$$?; [ $$rc -ne 5 ] || echo "make: $(2) collected no tests: failing" >&2; exit $$rc; }
 # sid's liburing-ffi.so.2, exported for host tests and passed on into the VM by the test bed.
