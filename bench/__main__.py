@@ -20,6 +20,7 @@ OUT = REPO / ".out" / "bench"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--kernel", default="sid", help="test-bed kernel (sid: 7.2)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds for the whole VM run")
     p.add_argument("--quick", action="store_true", help="one 2 s run per cell, no ramp: proves the plumbing only")
     p.add_argument("--publish", action="store_true",
                    help="then copy the record into bench/results/ and its table into the README")
@@ -33,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     guest += [x for x in a.guest_args if x != "--"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.txt").unlink(missing_ok=True)
-    vm = [sys.executable, "-m", "testbed", "run", "--kernel", a.kernel, "--", *guest]
+    vm = [sys.executable, "-m", "testbed", "run", "--kernel", a.kernel, "--timeout", str(a.timeout), "--", *guest]
     code = subprocess.run(vm, cwd=REPO).returncode
     if code != 0:
+        partial = OUT / "results.txt"
+        if partial.exists():  # the guest records before the stall run: show what was measured
+            print(f"\nbench: what was recorded before the failure:\n{partial.read_text()}")
         print(f"bench: the VM run failed (exit {code}): {' '.join(vm)}", file=sys.stderr)
         return code
     print(f"\nrecorded in {OUT / 'results.json'}")

@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,15 +81,23 @@ def command(
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The fio command line for ``w`` against ``filename``, JSON report to ``output``."""
+    return [*_global(filename, runtime_s, ramp_s, output), *_job(w), *extra]
+
+
+def sequence_command(
+    filename: str, workloads: Sequence[Workload], runtime_s: float, ramp_s: float, output: str
+) -> list[str]:
+    """One fio process running ``workloads`` one after the other (``stonewall``), each with
+    its own ramp: one process start per device and round instead of one per workload."""
+    return [*_global(filename, runtime_s, ramp_s, output), *(a for w in workloads for a in (*_job(w), "--stonewall"))]
+
+
+def _global(filename: str, runtime_s: float, ramp_s: float, output: str) -> list[str]:
     return [
         "fio",
-        f"--name={w.name}",
         f"--filename={filename}",
         "--ioengine=io_uring",
         "--direct=1",
-        f"--rw={w.rw}",
-        f"--bs={w.bs}",
-        f"--iodepth={w.iodepth}",
         "--numjobs=1",
         "--time_based",
         f"--runtime={round(runtime_s * 1000)}ms",  # fio reads "0.5s" as 0 s
@@ -99,8 +108,11 @@ def command(
         "--output-format=json",
         f"--output={output}",
         "--eta=never",
-        *extra,
     ]
+
+
+def _job(w: Workload) -> list[str]:
+    return [f"--name={w.name}", f"--rw={w.rw}", f"--bs={w.bs}", f"--iodepth={w.iodepth}"]
 
 
 def _percentile(lat: dict[str, Any], key: str) -> int:
@@ -110,12 +122,8 @@ def _percentile(lat: dict[str, Any], key: str) -> int:
     return int(table[key])
 
 
-def parse(report: dict[str, Any], rw: str) -> Result:
-    """The figures of the single job in a fio JSON ``report``, for direction ``rw``."""
-    jobs = report.get("jobs")
-    if not isinstance(jobs, list) or len(jobs) != 1:
-        raise FioError(f"expected one job in the fio report, found {len(jobs or [])}")
-    job = jobs[0]
+def parse_job(job: dict[str, Any], rw: str) -> Result:
+    """The figures of one job of a fio JSON report, for direction ``rw``."""
     if job.get("error"):
         raise FioError(f"fio job {job.get('jobname')!r} failed: error {job['error']}")
     side = job["read" if "read" in rw else "write"]
@@ -132,15 +140,46 @@ def parse(report: dict[str, Any], rw: str) -> Result:
     )
 
 
+def parse(report: dict[str, Any], rw: str) -> Result:
+    """The figures of the single job in a fio JSON ``report``, for direction ``rw``."""
+    jobs = report.get("jobs")
+    if not isinstance(jobs, list) or len(jobs) != 1:
+        raise FioError(f"expected one job in the fio report, found {len(jobs or [])}")
+    return parse_job(jobs[0], rw)
+
+
 def run(filename: str, w: Workload, runtime_s: float, ramp_s: float) -> Result:
     """Run ``w`` on ``filename`` and return what fio measured."""
+    result = run_sequence(filename, [w], runtime_s, ramp_s)[w.name]
+    if isinstance(result, str):
+        raise FioError(result)
+    return result
+
+
+def run_sequence(
+    filename: str, workloads: Sequence[Workload], runtime_s: float, ramp_s: float
+) -> dict[str, Result | str]:
+    """Run ``workloads`` in turn on ``filename``: each one's Result, or why it has none.
+
+    A job that failed costs its own figure only; fio failing as a whole fails them all.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-fio-") as tmp:
-        output = str(Path(tmp) / "fio.json")
-        cmd = command(filename, w, runtime_s, ramp_s, output)
+        output = Path(tmp) / "fio.json"
+        cmd = sequence_command(filename, workloads, runtime_s, ramp_s, str(output))
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise FioError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
-        return parse(load(Path(output)), w.rw)
+        if done.returncode != 0 and not output.exists():
+            error = f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}"
+            return {w.name: error for w in workloads}
+        jobs = {job.get("jobname"): job for job in load(output).get("jobs", [])}
+    results: dict[str, Result | str] = {}
+    for w in workloads:
+        try:
+            if w.name not in jobs:
+                raise FioError(f"no job {w.name!r} in fio's report (exit {done.returncode}: {done.stderr.strip()})")
+            results[w.name] = parse_job(jobs[w.name], w.rw)
+        except FioError as e:
+            results[w.name] = str(e)
+    return results
 
 
 def load(path: Path) -> dict[str, Any]:

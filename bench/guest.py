@@ -89,8 +89,9 @@ def measure(
     a: argparse.Namespace,
     profile: set[str],
 ) -> tuple[dict[str, str], dict[str, dict[str, Cell]], list[str]]:
-    """All devices up at once; each workload runs ``rounds`` times over every peer, the order
-    reversed every other round, so a neighbour's load in the VM's host hits all peers alike."""
+    """All devices up at once; ``rounds`` rounds, each running every workload on every peer
+    (one fio process per peer and round), the peer order reversed every other round, so a
+    neighbour's load on the VM's host hits all peers alike."""
     details: dict[str, str] = {}
     cells = {n: {w.name: Cell() for w in workloads} for n in order}
     notes: list[str] = []
@@ -106,18 +107,23 @@ def measure(
                 for cell in cells[name].values():
                     cell.error = details[name]
         up = [n for n in order if n in devices]
-        for w in workloads:
-            for r in range(a.rounds):
-                for name in up if r % 2 == 0 else reversed(up):
-                    dev, cell = devices[name], cells[name][w.name]
-                    sampled = r == a.rounds - 1 and name in profile
-                    spy = a.out / f"profile-{name}-{w.name}.txt" if sampled else None
-                    try:
-                        with peers.profiled(dev.server_pid, spy):
-                            cell.runs.append(fio.run(dev.path, w, a.runtime, a.ramp))
-                    except Exception as e:  # one failed job must not cost the other figures
-                        cell.error = _error(e)
-                    print(f"bench: {name:<12} {w.name:<18} round {r + 1}: {_short(cell)}", flush=True)
+        for r in range(a.rounds):
+            for name in up if r % 2 == 0 else reversed(up):
+                dev = devices[name]
+                sampled = r == a.rounds - 1 and name in profile
+                spy = a.out / f"profile-{name}.txt" if sampled else None
+                try:
+                    with peers.profiled(dev.server_pid, spy):
+                        measured = fio.run_sequence(dev.path, workloads, a.runtime, a.ramp)
+                except Exception as e:  # a failed peer must not cost the other figures
+                    measured = {w.name: _error(e) for w in workloads}
+                for w in workloads:
+                    cell, got = cells[name][w.name], measured[w.name]
+                    if isinstance(got, str):
+                        cell.error = got
+                    else:
+                        cell.runs.append(got)
+                    print(f"bench: round {r + 1} {name:<12} {w.name:<18} {_short(cell)}", flush=True)
     return details, cells, notes
 
 
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the benchmark, inside the VM")
     p.add_argument("--kublk", required=True, help="the kublk binary (built on the host)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--runtime", type=float, default=3, help="seconds per fio run")
+    p.add_argument("--runtime", type=float, default=3, help="seconds per workload and round")
     p.add_argument("--ramp", type=float, default=1, help="seconds before fio starts counting")
     p.add_argument("--rounds", type=int, default=3, help="runs per workload and peer; the median counts")
     p.add_argument("--size", type=int, default=256 << 20)
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handovers", type=int, default=3, help="live handovers in the stall run (0: skip it)")
     p.add_argument("--handover-interval", type=float, default=4)
     p.add_argument("--profile", default="", help="comma-separated gadget peers to sample with py-spy "
-                   "in the last round (profile-PEER-WORKLOAD.txt; read with python -m bench.profile)")
+                   "in the last round (profile-PEER.txt; read with python -m bench.profile)")
     a = p.parse_args(argv)
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -176,19 +182,36 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown peers {unknown}; known: {', '.join(available)}")
     profile = {n for n in a.profile.split(",") if n}
     details, cells, notes = measure(available, order, g, workloads, a, profile)
-    results = {n: {w: c.figure() for w, c in cs.items()} for n, cs in cells.items()}
-
+    record(a, g, workloads, order, details, cells, notes, stall=None)
     stall: dict[str, Any] | None = None
-    stall_s: float | None = None
     if a.handovers > 0:
         try:
             spec = f"file,path={BACKING_FILE},queues={a.queues},depth={a.depth}"
             s = handover.measure(spec, a.out, handovers=a.handovers, interval_s=a.handover_interval)
-            stall, stall_s = s.to_json(), s.worst_live_s
+            stall = s.to_json()
         except Exception as e:
             traceback.print_exc()
-            stall = {"error": f"{type(e).__name__}: {e}"}
+            stall = {"error": _error(e)}
+    print(record(a, g, workloads, order, details, cells, notes, stall))
+    return 0
 
+
+def record(
+    a: argparse.Namespace,
+    g: peers.Geometry,
+    workloads: tuple[fio.Workload, ...],
+    order: list[str],
+    details: dict[str, str],
+    cells: dict[str, dict[str, Cell]],
+    notes: list[str],
+    stall: dict[str, Any] | None,
+) -> str:
+    """Write results.json and results.txt (also before the stall run: a timeout then costs
+    only the stall); returns the text."""
+    results = {n: {w: c.figure() for w, c in cs.items()} for n, cs in cells.items()}
+    stall_s = None
+    if stall and stall.get("worst_live_handover_stall_ms") is not None:
+        stall_s = stall["worst_live_handover_stall_ms"] / 1e3
     checks = report.target_checks(results, stall_s)
     doc = {
         "environment": _environment(a, g),
@@ -206,14 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     (a.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     text = report.table(results, workloads, order) + "\n"
-    if stall and "error" not in stall:
-        text += "\n" + report.format_stall(stall) + "\n"
-    elif stall:
+    if stall is None:
+        text += "\nhandover stall: not measured (yet)\n"
+    elif "error" in stall:
         text += f"\nhandover stall: not measured: {stall['error']}\n"
+    else:
+        text += "\n" + report.format_stall(stall) + "\n"
+    text += "".join(f"note: {n}\n" for n in notes)
     text += "\ngoals (issue 6):\n" + report.format_checks(checks) + "\n"
     (a.out / "results.txt").write_text(text)
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

@@ -91,3 +91,31 @@ def test_a_report_without_json_is_an_error_naming_the_file(tmp_path: Path) -> No
     path.write_text("fio: pid=0, err=22/file:filesetup.c:1155\n")
     with pytest.raises(fio.FioError, match="r.json: not a fio JSON report"):
         fio.load(path)
+
+
+def test_a_sequence_runs_its_jobs_one_after_the_other_with_shared_settings() -> None:
+    cmd = fio.sequence_command("/dev/x", fio.WORKLOADS, 3, 1, "/tmp/o.json")
+    assert cmd.count("--ioengine=io_uring") == 1 and cmd.count("--filename=/dev/x") == 1
+    assert cmd.count("--stonewall") == len(fio.WORKLOADS)
+    for w in fio.WORKLOADS:  # each job's own options follow its name
+        at = cmd.index(f"--name={w.name}")
+        assert cmd[at + 1 : at + 5] == [f"--rw={w.rw}", f"--bs={w.bs}", f"--iodepth={w.iodepth}", "--stonewall"]
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+def test_a_real_sequence_reports_each_workload_under_its_name(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"\x5a" * (4 << 20))
+    reads = fio.Workload("reads", "randread", 4096, 2)
+    writes = fio.Workload("writes", "write", 65536, 2)
+    got = fio.run_sequence(str(target), [reads, writes], 0.3, 0)
+    r, w = got["reads"], got["writes"]
+    assert isinstance(r, fio.Result) and isinstance(w, fio.Result)
+    assert r.bw_bytes == pytest.approx(r.iops * 4096, rel=0.01)
+    assert w.bw_bytes == pytest.approx(w.iops * 65536, rel=0.01)
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+def test_fio_failing_as_a_whole_fails_every_workload_with_its_words(tmp_path: Path) -> None:
+    got = fio.run_sequence(str(tmp_path / "missing-dir" / "f"), fio.WORKLOADS[:2], 0.3, 0)
+    assert all(isinstance(v, str) and "fio" in v for v in got.values())
