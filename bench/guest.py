@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = {n for n in a.profile.split(",") if n}
     details, cells, notes = measure(available, order, g, workloads, a, profile)
     record(a, g, workloads, order, details, cells, notes, stall=None)
-    stall: dict[str, Any] | None = None
+    stall: dict[str, Any] | None = {"error": "skipped (--handovers 0)"}
     if a.handovers > 0:
         try:
             spec = f"file,path={BACKING_FILE},queues={a.queues},depth={a.depth}"
