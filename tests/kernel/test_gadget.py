@@ -309,6 +309,35 @@ def test_flush_discard_and_write_zeroes_reach_the_backing_file(tmp_path: Path) -
     assert img.read_bytes() == expected, "and so does the backing file"
 
 
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loop device over a file on tmpfs: a block device to back a file target with."""
+    img = backing_file(tmp_path, 8 * MiB, "loop.img")
+    dev = run("losetup", "--find", "--show", str(img)).stdout.strip()
+    try:
+        yield dev, img
+    finally:
+        run("losetup", "--detach", dev)
+
+
+def test_a_block_device_backs_a_file_target(loop_device: tuple[str, Path]) -> None:
+    dev, img = loop_device
+    data = random.Random(9).randbytes(MiB)
+    with open(dev, "r+b", buffering=0) as f:
+        f.write(data)
+    with Gadget(f"file,path={dev}") as g:
+        assert g.devices[0]["size"] == 8 * MiB, "the size is the block device's"
+        with pytest.raises(OSError):  # served exclusively: nobody mounts it meanwhile
+            os.open(dev, os.O_RDWR | os.O_EXCL)
+        with open(g.dev(), "rb", buffering=0) as f:
+            assert f.read(MiB) == data
+        assert_verified(fio_verify(g.dev(), size=4 * MiB, bs="64k", iodepth=8, jobs=1),
+                        4 * MiB)
+        before = allocated(img)
+        run("blkdiscard", "-o", "0", "-l", str(4 * MiB), g.dev())  # through to the loop file
+        assert allocated(img) <= before - 4 * MiB
+
+
 # --- what the daemon reports ---------------------------------------------------------------
 
 def test_ready_line_matches_the_block_devices(tmp_path: Path) -> None:
