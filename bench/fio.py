@@ -12,7 +12,7 @@ import json
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ class Result:
     ios: int
     #: IOPS of every round of this cell, in the order run (this Result is the median one).
     rounds_iops: tuple[float, ...] = ()
+    #: CPU the userspace server spent per request (bench.cpu); None for in-kernel devices.
+    server_cpu_us_per_io: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class Result:
             "lat_max_us": self.lat_max_ns / 1000,
             "ios": self.ios,
             "rounds_iops": list(self.rounds_iops),
+            "server_cpu_us_per_io": self.server_cpu_us_per_io,
         }
 
 
@@ -84,12 +87,22 @@ def command(
     return [*_global(filename, runtime_s, ramp_s, output), *_job(w), *extra]
 
 
+PerJob = Callable[[Workload], list[str]]
+
+
 def sequence_command(
-    filename: str, workloads: Sequence[Workload], runtime_s: float, ramp_s: float, output: str
+    filename: str,
+    workloads: Sequence[Workload],
+    runtime_s: float,
+    ramp_s: float,
+    output: str,
+    per_job: PerJob | None = None,
 ) -> list[str]:
     """One fio process running ``workloads`` one after the other (``stonewall``), each with
-    its own ramp: one process start per device and round instead of one per workload."""
-    return [*_global(filename, runtime_s, ramp_s, output), *(a for w in workloads for a in (*_job(w), "--stonewall"))]
+    its own ramp: one process start per device and round instead of one per workload.
+    ``per_job(w)`` adds options to ``w``'s job (bench.cpu's probes)."""
+    jobs = [[*_job(w), "--stonewall", *(per_job(w) if per_job else [])] for w in workloads]
+    return [*_global(filename, runtime_s, ramp_s, output), *(a for job in jobs for a in job)]
 
 
 def _global(filename: str, runtime_s: float, ramp_s: float, output: str) -> list[str]:
@@ -157,7 +170,12 @@ def run(filename: str, w: Workload, runtime_s: float, ramp_s: float) -> Result:
 
 
 def run_sequence(
-    filename: str, workloads: Sequence[Workload], runtime_s: float, ramp_s: float
+    filename: str,
+    workloads: Sequence[Workload],
+    runtime_s: float,
+    ramp_s: float,
+    per_job: PerJob | None = None,
+    cwd: Path | None = None,
 ) -> dict[str, Result | str]:
     """Run ``workloads`` in turn on ``filename``: each one's Result, or why it has none.
 
@@ -165,8 +183,8 @@ def run_sequence(
     """
     with tempfile.TemporaryDirectory(prefix="bench-fio-") as tmp:
         output = Path(tmp) / "fio.json"
-        cmd = sequence_command(filename, workloads, runtime_s, ramp_s, str(output))
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cmd = sequence_command(filename, workloads, runtime_s, ramp_s, str(output), per_job)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or tmp)
         if done.returncode != 0 and not output.exists():
             error = f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}"
             return {w.name: error for w in workloads}

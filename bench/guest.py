@@ -13,6 +13,8 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import fio, handover, peers, report
+from . import cpu, fio, handover, peers, report
 from .fio import Result
 
 BACKING_FILE = "/tmp/bench-backing.img"
@@ -78,7 +80,12 @@ class Cell:
         if self.error or not self.runs:
             return self.error or "not run"
         median = sorted(self.runs, key=lambda r: r.iops)[(len(self.runs) - 1) // 2]
-        return dataclasses.replace(median, rounds_iops=tuple(r.iops for r in self.runs))
+        cpu_costs = [r.server_cpu_us_per_io for r in self.runs if r.server_cpu_us_per_io is not None]
+        return dataclasses.replace(
+            median,
+            rounds_iops=tuple(r.iops for r in self.runs),
+            server_cpu_us_per_io=statistics.median(cpu_costs) if cpu_costs else None,
+        )
 
 
 def measure(
@@ -112,11 +119,18 @@ def measure(
                 dev = devices[name]
                 sampled = r == a.rounds - 1 and name in profile
                 spy = a.out / f"profile-{name}.txt" if sampled else None
+                snapshots = a.out / "cpu" / f"{name}-round{r + 1}"
+                snapshots.mkdir(parents=True, exist_ok=True)
+                probes = cpu.probes(dev.server_pid, dev.path, snapshots) if dev.server_pid else None
                 try:
                     with peers.profiled(dev.server_pid, spy):
-                        measured = fio.run_sequence(dev.path, workloads, a.runtime, a.ramp)
+                        measured = fio.run_sequence(dev.path, workloads, a.runtime, a.ramp, probes, snapshots)
                 except Exception as e:  # a failed peer must not cost the other figures
                     measured = {w.name: _error(e) for w in workloads}
+                for w in workloads:
+                    got = measured[w.name]
+                    if isinstance(got, Result) and probes:
+                        measured[w.name] = dataclasses.replace(got, server_cpu_us_per_io=cpu.cpu_us_per_io(snapshots, w))
                 for w in workloads:
                     cell, got = cells[name][w.name], measured[w.name]
                     if isinstance(got, str):
@@ -171,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = a.out / "logs"
     for stale in [*log_dir.glob("*.log"), *a.out.glob("profile-*.txt")]:
         stale.unlink()
+    shutil.rmtree(a.out / "cpu", ignore_errors=True)
     g = peers.Geometry(a.size, a.queues, a.depth, BACKING_FILE)
     make_backing_file(BACKING_FILE, a.size)
     wanted = a.workloads.split(",")

@@ -90,6 +90,7 @@ def loop(g: Geometry) -> Iterator[Device]:
 
 
 _DEV_ID = re.compile(r"dev id (\d+):")
+_DAEMON_PID = re.compile(r"daemon pid (\d+)")
 
 
 def _kublk(binary: str, args: list[str]) -> AbstractContextManager[Device]:
@@ -101,7 +102,9 @@ def _kublk(binary: str, args: list[str]) -> AbstractContextManager[Device]:
             raise RuntimeError(f"kublk add {' '.join(args)}: no 'dev id' in its output:\n{out}")
         dev_id = m.group(1)
         try:
-            yield Device(f"/dev/ublkb{dev_id}", f"kublk add {' '.join(args)}")
+            listing = _run([binary, "list", "-n", dev_id])
+            pid = _DAEMON_PID.search(listing)
+            yield Device(f"/dev/ublkb{dev_id}", f"kublk add {' '.join(args)}", int(pid.group(1)) if pid else None)
         finally:
             _run([binary, "del", "-n", dev_id])
 

@@ -98,8 +98,9 @@ def _fmt_ratio(r: float | None) -> str:
 
 
 def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -> str:
-    """One block per workload, one row per peer; gadget rows carry their ratios."""
-    head = f"{'':<14}{'IOPS':>9}{'MiB/s':>9}{'p50 us':>9}{'p99 us':>9}  " + "".join(
+    """One block per workload, one row per peer; gadget rows carry their ratios.  ``cpu us/IO``
+    is the userspace server's CPU per request (bench.cpu), the figure a busy host spares."""
+    head = f"{'':<14}{'IOPS':>9}{'MiB/s':>9}{'p50 us':>9}{'p99 us':>9}{'cpu us/IO':>11}  " + "".join(
         f"{'x' + ref:>11}" for ref in REFERENCES
     )
     lines: list[str] = []
@@ -112,9 +113,10 @@ def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -
             if isinstance(r, str):
                 lines.append(f"  {peer:<12}  failed: {r.splitlines()[0][:90]}")
                 continue
+            cpu = "-" if r.server_cpu_us_per_io is None else f"{r.server_cpu_us_per_io:.0f}"
             row = (
                 f"  {peer:<12}{r.iops:>9.0f}{r.bw_bytes / (1 << 20):>9.1f}"
-                f"{r.lat_p50_ns / 1000:>9.0f}{r.lat_p99_ns / 1000:>9.0f}  "
+                f"{r.lat_p50_ns / 1000:>9.0f}{r.lat_p99_ns / 1000:>9.0f}{cpu:>11}  "
             )
             if peer in KUBLK_PEER:
                 row += "".join(
