@@ -103,7 +103,11 @@ class MemTarget(Target):
 
     def __init__(self, size: int, block_size: int, read_only: bool) -> None:
         super().__init__(size, block_size, read_only)
-        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except OSError as e:  # the kernel's overcommit check: far more than RAM + swap
+            raise TargetError(f"mem target: cannot reserve size={size} bytes of memory: "
+                              f"{e.strerror}") from None
         self._mem = memoryview(self._map)
 
     def read(self, offset: int, view: memoryview) -> int:

@@ -66,6 +66,17 @@ def test_mem_reads_back_what_was_written(mem: MemTarget) -> None:
     assert read(mem, 0, 8192) == bytes(8192), "a write touches only its own range"
 
 
+def _overcommit_always() -> bool:
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        return f.read().strip() == "1"
+
+
+@pytest.mark.skipif(_overcommit_always(), reason="vm.overcommit_memory=1 maps any size")
+def test_mem_larger_than_this_host_can_hold_is_a_usage_error() -> None:
+    with pytest.raises(TargetError, match=r"mem target: cannot reserve size=\d+ bytes of memory"):
+        MemTarget(1 << 60, 512, False)
+
+
 def test_mem_starts_zeroed(mem: MemTarget) -> None:
     assert read(mem, 4 * MiB - 4096, 4096) == bytes(4096)
 
