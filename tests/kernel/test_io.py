@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -263,10 +264,65 @@ def test_user_recovery_hands_the_device_over_with_io_in_flight(
             assert (tmp_path / "during").read_bytes() == mem.data[7 * 64 * 1024:][:256 * 1024]
             write_and_read_back(heir, mem, tmp_path, offset=11, length=128 * 1024)
     finally:
-        for step in (ctrl.stop_dev, ctrl.del_dev):
-            try:
-                step(dev_id)
-            except UblkError as e:
-                if e.errno != errno.ENODEV:
-                    raise
+        remove(ctrl, dev_id)
     assert_gone(ctrl, dev_id)
+
+
+def test_quiesce_dev_lets_requests_in_the_server_complete(ctrl: Control) -> None:
+    # ublk_wait_for_idle_io counts only requests not yet started as busy: requests the
+    # server holds do not delay QUIESCE_DEV, and their commits still complete them
+    release = threading.Event()
+    held = {4 * MiB >> 9, (4 * MiB + 4096) >> 9}  # far from what a partition scan reads
+
+    def holding(q_id: int) -> Handler:
+        def handler(tag: int, desc: ublksrv_io_desc, buf: memoryview) -> int:
+            if desc.start_sector in held:
+                release.wait(TIMEOUT)
+            return desc.nr_sectors << 9
+        return handler
+
+    flags = UBLK_F_USER_RECOVERY | UBLK_F_QUIESCE
+    dev = Device(ctrl, holding).create(dev_info(flags=flags, depth=2), basic_params())
+    dev_id = dev.dev_id
+    try:
+        assert dev.info is not None
+        if not features_of(ctrl) & UBLK_F_QUIESCE:
+            assert not dev.info.flags & UBLK_F_QUIESCE  # dropped by ADD_DEV
+            return
+        readers = [subprocess.Popen(["dd", f"if={dev.block_path}", "of=/dev/null", "bs=4k",
+                                     "iflag=direct", f"skip={(4 * MiB >> 12) + i}", "count=1",
+                                     "status=none"])
+                   for i in range(2)]
+        try:
+            inflight = Path(f"/sys/block/ublkb{dev_id}/inflight")
+            deadline = time.monotonic() + TIMEOUT
+            while sum(map(int, inflight.read_text().split())) < 2:
+                assert time.monotonic() < deadline, "the reads never reached the server"
+                time.sleep(0.01)
+            ctrl.quiesce_dev(dev_id, 5_000)  # both tags busy in the server, yet no EBUSY
+            assert [r.poll() for r in readers] == [None, None]
+        finally:
+            release.set()
+            assert [r.wait(TIMEOUT) for r in readers] == [0, 0]
+        dev.detach()
+        wait_state(ctrl, dev_id, UBLK_S_DEV_QUIESCED)
+    finally:
+        release.set()
+        dev.stop(raise_errors=False)  # nothing left to do if detached
+        remove(ctrl, dev_id)
+    assert_gone(ctrl, dev_id)
+
+
+def remove(ctrl: Control, dev_id: int) -> None:
+    """STOP_DEV and DEL_DEV a device this process no longer serves, if it still exists."""
+    for step in (ctrl.stop_dev, ctrl.del_dev):
+        try:
+            step(dev_id)
+        except UblkError as e:
+            if e.errno != errno.ENODEV:
+                raise
+
+
+def features_of(ctrl: Control) -> int:
+    assert ctrl.features is not None
+    return int(ctrl.features)
