@@ -24,20 +24,29 @@ done </modules/order
 
 p9="trans=virtio,version=9p2000.L,msize=524288"
 mount -t 9p -o "$p9" testbedctl /ctl || fail "cannot mount the control share"
-# TESTBED_OUT: host path of the writable share.  Written by the host (testbed/qemu.py).
+# TESTBED_OUT: host path of the writable share; TESTBED_KEEP: the working directory when it
+# lives under /tmp, /run or /dev/shm, bound back over the guest's tmpfs there.  Written by the
+# host (testbed/qemu.py).
 . /ctl/boot.env
 
 R=/newroot
 mount -t 9p -o "$p9,ro,cache=loose" hostroot $R || fail "cannot mount the host's / over 9p"
-mount -t 9p -o "$p9" testbedout "$R$TESTBED_OUT" || fail "cannot mount $TESTBED_OUT"
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
+if [ -n "$TESTBED_KEEP" ]; then
+	mkdir -p /keep && mount -o bind "$R$TESTBED_KEEP" /keep || fail "cannot keep $TESTBED_KEEP"
+fi
 for d in /tmp /run /dev/shm; do
 	mount -t tmpfs tmpfs "$R$d" || fail "cannot mount tmpfs on $d"
 done
+if [ -n "$TESTBED_KEEP" ]; then
+	mkdir -p "$R$TESTBED_KEEP" && mount -o bind /keep "$R$TESTBED_KEEP" ||
+		fail "cannot bind $TESTBED_KEEP back over the guest's tmpfs"
+fi
+mount -t 9p -o "$p9" testbedout "$R$TESTBED_OUT" || fail "cannot mount $TESTBED_OUT"
 mount -t configfs configfs $R/sys/kernel/config || fail "cannot mount configfs"
 
 cp /ctl/cmd.sh $R/run/testbed-cmd.sh

@@ -24,7 +24,9 @@ from .kernel import Kernel
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_TESTBED = 125  # the test bed failed, not the command
 
-# The guest's /tmp, /run and /dev/shm are fresh tmpfs: host paths there are hidden in the guest.
+# The guest's /tmp, /run and /dev/shm are fresh tmpfs: host paths there are hidden in the guest,
+# except the working directory, which the guest binds back over its tmpfs (a CI clone may live
+# in /tmp).
 GUEST_TMPFS = (Path("/tmp"), Path("/run"), Path("/dev/shm"))
 
 
@@ -59,13 +61,31 @@ def guest_script(cwd: Path, env: Mapping[str, str], argv: Sequence[str]) -> str:
     return f"{cd}\nexec env -i {assigns} {shlex.join(argv)}\n"
 
 
-def check_visible(path: Path, what: str) -> None:
-    """Refuse host paths the guest cannot see (under its tmpfs mounts) before a slow boot."""
+def under_guest_tmpfs(path: Path) -> Path | None:
+    """The guest tmpfs mount that hides ``path``, if any."""
     for hidden in GUEST_TMPFS:
         if path == hidden or hidden in path.parents:
-            raise TestbedError(
-                f"{what} {path} is under {hidden}, which is a fresh tmpfs in the guest"
-            )
+            return hidden
+    return None
+
+
+def check_visible(path: Path, what: str, cwd: Path) -> None:
+    """Refuse, before a slow boot, a host path the guest cannot see: one under its tmpfs
+    mounts, unless inside the working directory ``cwd``, which the guest's init binds back
+    (a tmpfs mount point itself cannot be: the guest needs it writable)."""
+    hidden = under_guest_tmpfs(path)
+    if hidden is None:
+        return
+    if cwd != hidden and under_guest_tmpfs(cwd) is not None and (path == cwd or cwd in path.parents):
+        return
+    raise TestbedError(f"{what} {path} is under {hidden}, which is a fresh tmpfs in the guest")
+
+
+def boot_env(out: Path, cwd: Path) -> str:
+    """Variables for the guest's init: the writable share's path, and the working directory to
+    bind back over the guest's tmpfs when it lives there."""
+    keep = cwd if under_guest_tmpfs(cwd) is not None else ""
+    return f"TESTBED_OUT={shlex.quote(str(out))}\nTESTBED_KEEP={shlex.quote(str(keep))}\n"
 
 
 def run(
@@ -78,12 +98,12 @@ def run(
     timeout: float,
 ) -> int:
     """Boot, run ``argv`` in the guest, return its exit status (or EXIT_TIMEOUT, EXIT_TESTBED)."""
-    check_visible(cwd, "working directory")
-    check_visible(out, "output directory")
+    check_visible(cwd, "working directory", cwd)
+    check_visible(out, "output directory", cwd)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="testbed-ctl-") as tmp:
         ctl = Path(tmp)
-        (ctl / "boot.env").write_text(f"TESTBED_OUT={shlex.quote(str(out))}\n")
+        (ctl / "boot.env").write_text(boot_env(out, cwd))
         (ctl / "cmd.sh").write_text(guest_script(cwd, env, argv))
         sys.stdout.flush()
         qemu = subprocess.Popen(command(kernel, initramfs, out, ctl), stdin=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ import pytest
 
 from testbed import TestbedError
 from testbed.__main__ import _parse_env
-from testbed.qemu import check_visible, guest_script
+from testbed.qemu import boot_env, check_visible, guest_script
 
 
 def test_guest_script_runs_argv_in_cwd_with_only_the_given_env(tmp_path: Path) -> None:
@@ -35,15 +35,30 @@ def test_guest_script_fails_with_the_testbed_status_when_cwd_is_missing(tmp_path
     assert done.returncode == 125
 
 
-@pytest.mark.parametrize("path", ["/tmp", "/tmp/checkout", "/run/x", "/dev/shm/y"])
+@pytest.mark.parametrize("path", ["/tmp/other/.out", "/run/x", "/dev/shm/y"])
 def test_paths_under_the_guests_tmpfs_are_refused_before_booting(path: str) -> None:
     with pytest.raises(TestbedError, match="fresh tmpfs in the guest"):
-        check_visible(Path(path), "working directory")
+        check_visible(Path(path), "output directory", Path("/work/main"))
+    with pytest.raises(TestbedError, match="fresh tmpfs in the guest"):
+        check_visible(Path(path), "output directory", Path("/tmp/checkout"))
+
+
+def test_a_tmpfs_mount_point_cannot_be_the_working_directory() -> None:
+    with pytest.raises(TestbedError, match="/tmp is under /tmp"):
+        check_visible(Path("/tmp"), "working directory", Path("/tmp"))
+
+
+def test_a_working_directory_under_tmp_is_bound_back_with_what_is_inside_it() -> None:
+    cwd = Path("/tmp/checkout")
+    check_visible(cwd, "working directory", cwd)
+    check_visible(cwd / ".out", "output directory", cwd)
+    assert "TESTBED_KEEP=/tmp/checkout\n" in boot_env(cwd / ".out", cwd)
 
 
 def test_paths_elsewhere_are_fine() -> None:
-    check_visible(Path("/work/main"), "working directory")
-    check_visible(Path("/tmpfoo"), "working directory")
+    check_visible(Path("/work/main"), "working directory", Path("/work/main"))
+    check_visible(Path("/tmpfoo"), "working directory", Path("/tmpfoo"))
+    assert "TESTBED_KEEP=''\n" in boot_env(Path("/work/main/.out"), Path("/work/main"))
 
 
 def test_env_options_are_key_value_pairs() -> None:
