@@ -61,7 +61,9 @@ __all__ = ["Handler", "Queue", "Device", "desc_array_offset", "desc_array_size",
 Handler = Callable[[int, ublksrv_io_desc, memoryview], int]
 """``handler(tag, desc, buf) -> bytes done, or -errno``; ``buf`` is the tag's whole buffer."""
 
-QUEUE_RING_FLAGS = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
+QUEUE_RING_FLAGS = (
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
+)
 """Completions run as task work in the queue thread when it waits, never as an interrupt of
 it: the ublk driver already requires that one task submits all of a queue's commands."""
 

@@ -21,7 +21,7 @@ import errno
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UblkError, UblkTimeout, check
 from .io_uring import (
@@ -52,13 +52,14 @@ CQE_SIZE = ctypes.sizeof(io_uring_cqe)
 _CQE_USER_DATA = _offset(io_uring_cqe, "user_data")
 _CQE_RES = _offset(io_uring_cqe, "res")
 
-_libc = ctypes.PyDLL(None)  # GIL held: these are short copies into the mapped rings
-_memmove: Callable[[int, int, int], Any] = _libc.memmove
-_memmove.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]  # type: ignore[attr-defined]
-_memmove.restype = ctypes.c_void_p  # type: ignore[attr-defined]
-_memset: Callable[[int, int, int], Any] = _libc.memset
-_memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]  # type: ignore[attr-defined]
-_memset.restype = ctypes.c_void_p  # type: ignore[attr-defined]
+# PYFUNCTYPE: the GIL stays held; these are short copies into the mapped rings
+_libc = ctypes.PyDLL(None)
+_memmove = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+    ("memmove", _libc)
+)
+_memset = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)(
+    ("memset", _libc)
+)
 
 
 _ORPHANS: list[object] = []
