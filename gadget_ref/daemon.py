@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -70,13 +70,42 @@ def device_flags(features: int | None) -> int:
 
 
 class _StopRequest:
-    """Set by a signal or by a queue thread that failed; the main thread waits on it."""
+    """Set by a signal or by a queue thread that failed; the main thread waits on it.
+
+    A self-pipe, not a threading.Event: a Python signal handler runs in the main thread
+    between two bytecodes, possibly while that thread holds the Event's internal lock (inside
+    ``Event.wait``), and ``Event.set`` from the handler would then wait for that lock
+    forever.  Writing a byte to a pipe takes no lock.
+    """
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.signal: int | None = None
         self.ignored: list[int] = []
         self.failure: BaseException | None = None
+
+    def is_set(self) -> bool:
+        return self.signal is not None or self.failure is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a stop is requested or ``timeout`` passes; whether one was requested."""
+        if not self.is_set():
+            select.select([self._wake_r], [], [], timeout)
+            try:
+                os.read(self._wake_r, 64)
+            except BlockingIOError:
+                pass
+        return self.is_set()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+
+    def close(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Record only: logging here could re-enter a stderr write the main thread was in
@@ -85,7 +114,7 @@ class _StopRequest:
             self.signal = signum
         else:  # the first signal decides: a handover is never turned into a delete
             self.ignored.append(signum)
-        self.event.set()
+        self._wake()
 
     def log_signals(self) -> None:
         """Log, from the main thread, what the signals asked for."""
@@ -100,7 +129,7 @@ class _StopRequest:
     def on_failure(self, error: BaseException) -> None:
         if self.failure is None:
             self.failure = error
-        self.event.set()
+        self._wake()
 
 
 @contextmanager
@@ -111,6 +140,7 @@ def _signals_to(stop: _StopRequest) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        stop.close()
 
 
 def _open_targets(specs: Sequence[DeviceSpec]) -> list[Target]:
@@ -143,10 +173,10 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
             flags = device_flags(ctrl.features)
             try:
                 for spec, target in zip(specs, targets):
-                    if stop.event.is_set():
+                    if stop.is_set():
                         break
                     devices.append(Device.create(ctrl, spec.with_size(target.size), target, flags))
-                if not stop.event.is_set() and state_file is not None:
+                if not stop.is_set() and state_file is not None:
                     write_state(state_file, _state(devices))
             except BaseException:
                 _teardown(devices)
@@ -191,7 +221,7 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
     """Announce the devices, serve them until a signal, then hand them over or delete them."""
     handed_over = False
     try:
-        if not stop.event.is_set():
+        if not stop.is_set():
             print(report.ready_line(d.describe() for d in devices), flush=True)
             log.info("serving %s", ", ".join(d.block_device for d in devices))
             _serve_until_stopped(stop, devices)
@@ -221,7 +251,7 @@ def _can_hand_over(devices: Sequence[Device], state_file: str | None) -> bool:
 
 def _serve_until_stopped(stop: _StopRequest, devices: Sequence[Device]) -> None:
     """Sleep until a signal comes; wake now and then to notice a queue thread that died."""
-    while not stop.event.wait(HEALTH_CHECK_S):
+    while not stop.wait(HEALTH_CHECK_S):
         for device in devices:
             failure = device.failure()
             if failure is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import logging
 import signal
+import threading
+import time
 
 import pytest
 
@@ -45,8 +47,9 @@ def test_a_signal_that_lands_inside_a_log_write_is_kept(monkeypatch: pytest.Monk
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
-    assert stop.event.is_set() and stop.signal == signal.SIGTERM
+    assert stop.is_set() and stop.signal == signal.SIGTERM
     assert "Logging error" not in stream.getvalue()
+    stop.close()
 
 
 def test_the_first_signal_decides_and_later_ones_are_logged_as_ignored(caplog: pytest.LogCaptureFixture) -> None:
@@ -60,3 +63,39 @@ def test_the_first_signal_decides_and_later_ones_are_logged_as_ignored(caplog: p
         "SIGHUP: handing over",
         "SIGTERM ignored: handover already in progress",
     ]
+    stop.close()
+
+
+def test_a_signal_during_the_wait_wakes_it_at_once() -> None:
+    """The main thread sleeps in ``wait``; the handler runs inside it and must not block."""
+    stop = _StopRequest()
+    previous = signal.signal(signal.SIGALRM, stop.on_signal)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        started = time.monotonic()
+        assert stop.wait(30.0)
+        assert time.monotonic() - started < 10.0
+        assert stop.signal == signal.SIGALRM
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        stop.close()
+
+
+def test_a_queue_thread_failure_wakes_the_wait() -> None:
+    stop = _StopRequest()
+    error = OSError(5, "queue 0 died")
+    threading.Timer(0.05, stop.on_failure, (error,)).start()
+    try:
+        assert stop.wait(30.0) and stop.failure is error
+        assert stop.wait(0.01)  # and stays requested
+    finally:
+        stop.close()
+
+
+def test_without_a_request_the_wait_times_out() -> None:
+    stop = _StopRequest()
+    try:
+        assert stop.wait(0.01) is False
+    finally:
+        stop.close()
