@@ -7,6 +7,8 @@ The guest writes ``.out/bench/results.json`` (the record), ``results.txt`` (the 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     guest += [x for x in a.guest_args if x != "--"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.txt").unlink(missing_ok=True)
+    load_before = os.getloadavg()[0]
     vm = [sys.executable, "-m", "testbed", "run", "--kernel", a.kernel, "--timeout", str(a.timeout), "--", *guest]
     code = subprocess.run(vm, cwd=REPO).returncode
+    # The host's load says how far to trust wall-clock figures (cpu us/IO is spared by it).
+    host = {"cpus": os.cpu_count(), "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
+    (OUT / "host.json").write_text(json.dumps(host) + "\n")
     if code != 0:
         partial = OUT / "results.txt"
         if partial.exists():  # the guest records before the stall run: show what was measured

@@ -92,7 +92,7 @@ def measure(
     handovers: int = 3,
     crash: bool = True,
     interval_s: float = 4.0,
-    title: str = "I/O latency across gadget handovers",
+    title: str = "I/O latency across ublk-gadget handovers (fio 4k randrw QD32 on a file device)",
 ) -> StallResult:
     """Serve ``device_spec``, run fio on it across the handovers, and draw the picture."""
     out_dir.mkdir(parents=True, exist_ok=True)

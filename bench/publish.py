@@ -24,16 +24,20 @@ class PublishError(RuntimeError):
     pass
 
 
-def block(results: dict[str, object], table: str, picture: str | None) -> str:
+def block(results: dict[str, object], table: str, picture: str | None, host: dict[str, float] | None) -> str:
     """The README text between the markers."""
     env = results["environment"]
     assert isinstance(env, dict)
     geometry = env["geometry"]
+    load = ""
+    if host:
+        load = (f" The host ({host['cpus']:g} cores) had a load average of {host['loadavg_1min_before']:.1f} "
+                f"before and {host['loadavg_1min_after']:.1f} after the run.")  # fmt: skip
     lines = [
         f"Run of {env['date']} in the test-bed VM: Linux {env['kernel']}, {env['cpus']} vCPUs (qemu TCG), "
         f"{env['fio']}; {env['rounds']} rounds of {env['runtime_s']:g} s (after {env['ramp_s']:g} s ramp) per "
-        f"cell, the median round shown; every device {geometry['queues']} queue(s) x {geometry['depth']} tags. "
-        f"Record: [`bench/results/results.json`](bench/results/results.json).",
+        f"cell, the median round shown; every device {geometry['queues']} queue(s) x {geometry['depth']} tags."
+        f"{load} Record: [`bench/results/results.json`](bench/results/results.json).",
         "",
         "```",
         table.rstrip("\n"),
@@ -54,6 +58,9 @@ def publish(out: Path = OUT, results_dir: Path = RESULTS, readme: Path = README)
         if (out / name).exists():
             shutil.copyfile(out / name, results_dir / name)
     doc = json.loads((out / "results.json").read_text())
+    host = json.loads((out / "host.json").read_text()) if (out / "host.json").exists() else None
+    if host:
+        shutil.copyfile(out / "host.json", results_dir / "host.json")
     table = (out / "results.txt").read_text().replace(str(out), "bench/results")
     picture = "bench/results/handover-latency.png" if (results_dir / FILES[2]).exists() else None
     text = readme.read_text()
@@ -61,7 +68,7 @@ def publish(out: Path = OUT, results_dir: Path = RESULTS, readme: Path = README)
         raise PublishError(f"{readme}: no {START!r} ... {END!r} markers to write between")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{block(doc, table, picture)}\n{END}{tail}")
+    readme.write_text(f"{head}{START}\n{block(doc, table, picture, host)}\n{END}{tail}")
 
 
 def main() -> int:

@@ -55,3 +55,12 @@ def test_a_readme_without_markers_is_left_alone(tmp_path: Path) -> None:
 def test_nothing_to_publish_says_so(tmp_path: Path) -> None:
     with pytest.raises(publish.PublishError, match="run python -m bench first"):
         publish.publish(tmp_path, tmp_path / "results", tmp_path / "README.md")
+
+
+def test_the_host_load_is_stated_when_recorded(tmp_path: Path) -> None:
+    out = run_dir(tmp_path, with_picture=False)
+    (out / "host.json").write_text('{"cpus": 2, "loadavg_1min_before": 9.5, "loadavg_1min_after": 3.25}')
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{publish.START}\n{publish.END}\n")
+    publish.publish(out, tmp_path / "results", readme)
+    assert "The host (2 cores) had a load average of 9.5 before and 3.2 after the run." in readme.read_text()
