@@ -33,8 +33,11 @@ def _wanted(member: tarfile.TarInfo) -> bool:
 def _extract(tarball: Path, dest: Path) -> Path:
     """Extract the ublk selftests and kselftest.h; returns the ublk directory."""
     with tarfile.open(tarball, "r:xz") as tar:
-        members = [m for m in tar if _wanted(m)]
-        tar.extractall(dest, members=members, filter="data")
+        members = [m for m in tar if _wanted(m)]  # regular files under known paths only
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4; Debian 12 has 3.11.2
+            tar.extractall(dest, members=members, filter="data")
+        else:
+            tar.extractall(dest, members=members)
     top = members[0].name.split("/", 1)[0]
     return dest / top / SELFTESTS / "ublk"
 
