@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     a.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MPLCONFIGDIR", str(a.out.parent / "matplotlib"))  # font cache kept across boots
     log_dir = a.out / "logs"
     for stale in [*log_dir.glob("*.log"), *a.out.glob("profile-*.txt")]:
         stale.unlink()

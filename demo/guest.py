@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MPLCONFIGDIR", str(out.parent / "matplotlib"))  # font cache kept across boots
     for stale in [*out.glob("demo-lat*.log"), *out.glob("logs/*.log")]:
         stale.unlink()
 
