@@ -3,7 +3,9 @@
 A gadget serves a file; fio runs mixed 4k random I/O on it with a per-I/O latency log; every
 ``interval_s`` a successor adopts the device (``serve --adopt``: the old owner drains,
 quiesces and exits), and once, optionally, the owner is SIGKILLed and a successor recovers the
-device.  Each window runs from the successor's start to its ready line.
+device.  Each window runs from the moment the owner is told to go (the successor's SIGHUP, or
+the SIGKILL) to the successor's ready line; the successor's own Python start-up, before it
+signals, is recorded but outside the window of a live handover.
 """
 
 from __future__ import annotations
