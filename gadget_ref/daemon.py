@@ -227,7 +227,9 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
             _serve_until_stopped(stop, devices)
         stop.log_signals()
         if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
-            handover.hand_over(ctrl, devices)
+            left = handover.hand_over(ctrl, devices)
+            if left:
+                handover.exit_releasing(left)  # does not return; the state file stays
             devices.clear()
             handed_over = True
     finally:

@@ -11,21 +11,24 @@ holding the waiting requests for the successor, which END_USER_RECOVERY kicks.
 QUIESCE_DEV is never given 0 (that waits forever, and a queue whose every tag is busy would
 hang the handover): each call is bounded and EBUSY is retried within a budget.  Without
 UBLK_F_QUIESCE (Linux < 6.16: 6.12, 6.1), or when the budget runs out, the handover falls
-back to drain-and-release: stop taking new requests, commit what is being processed, close
-everything.  At release the kernel requeues, for the successor, the requests it had handed
-to us that we never committed (because the device has UBLK_F_USER_RECOVERY_REISSUE; without
-it they would fail with EIO) and those still on their way to us (UBLK_F_USER_RECOVERY alone
-does that): slower, as they run again, but nothing is lost.
+back to drain-and-release: the owner exits with its queues open, as a crashed server would
+(see :func:`exit_releasing` for why not close them first).  The kernel then requeues, for the
+successor, the requests it had handed to us that we never committed (because the device has
+UBLK_F_USER_RECOVERY_REISSUE; without it they would fail with EIO) and those still on their
+way to us (UBLK_F_USER_RECOVERY alone does that): slower, as they run again, but nothing is
+lost.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from ublk_bindings import UBLK_F_QUIESCE
 from ublk_bindings.errors import UblkError
@@ -124,30 +127,47 @@ def hand_over(
     ctrl: QuiesceControl,
     devices: Sequence[Releasable],
     budget_s: float = QUIESCE_BUDGET_S,
-) -> list[str]:
-    """Let go of every device for a successor: quiesce (or drain), then release; in order.
+) -> list[Releasable]:
+    """Let go of every device for a successor, in order: quiesce and release each one.
 
     Device by device, so the successor can adopt the first while the next is quiescing.
-    Returns, per device, how it was let go ("quiesced" or "drained"), for the log and tests.
+    Returns the devices that could not be quiesced: :func:`exit_releasing` lets go of those.
     """
     deadline = Deadline(budget_s)
-    how: list[str] = []
+    left: list[Releasable] = []
     for dev in devices:
         if not dev.flags & UBLK_F_QUIESCE:
             log.info("device %d: no UBLK_F_QUIESCE on this kernel: handing over by "
-                     "drain-and-release (REISSUE gives unprocessed requests to the successor)",
-                     dev.dev_id)
+                     "drain-and-release", dev.dev_id)
+            left.append(dev)
+            continue
+        try:
+            quiesced = quiesce(ctrl, dev.dev_id, deadline)
+        except UblkError as e:
+            log.warning("device %d: %s: handing over by drain-and-release", dev.dev_id, e)
             quiesced = False
-        else:
-            try:
-                quiesced = quiesce(ctrl, dev.dev_id, deadline)
-            except UblkError as e:
-                log.warning("device %d: %s: handing over by drain-and-release", dev.dev_id, e)
-                quiesced = False
-            else:
-                if not quiesced:
-                    log.warning("device %d: handing over by drain-and-release", dev.dev_id)
+        if not quiesced:
+            left.append(dev)
+            continue
         dev.release()
-        how.append("quiesced" if quiesced else "drained")
-        log.info("device %d released (%s)", dev.dev_id, how[-1])
-    return how
+        log.info("device %d released (quiesced)", dev.dev_id)
+    return left
+
+
+def exit_releasing(devices: Sequence[Releasable]) -> NoReturn:
+    """Release ``devices`` the way the kernel expects a server to go: exit, queues still open.
+
+    Without QUIESCE_DEV the kernel keeps dispatching to our FETCHes until it sees them
+    cancelled, and closing the queue rings from a process that lives on lets a request be
+    dispatched to a queue thread after its queue was cancelled (seen on Linux 6.12: the
+    request stays in flight forever and START_USER_RECOVERY hangs behind it).  Process exit is
+    the path the driver is built for: every thread is exiting when the kernel cancels the
+    FETCHes and requeues, thanks to UBLK_F_USER_RECOVERY_REISSUE, each request we had not
+    committed, for the successor.  Those we were processing run again there; none is lost.
+    """
+    for dev in devices:
+        log.info("device %d released (drained: exiting with its queues open; the kernel "
+                 "requeues what was not committed for the successor)", dev.dev_id)
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)

@@ -152,44 +152,63 @@ def test_quiesce_gives_up_at_its_deadline_instead_of_waiting_forever(
 
 
 def test_hand_over_quiesces_then_releases_device_by_device() -> None:
-    clock = Clock()
-    kernel = FakeKernel(clock)
     journal: list[str] = []
-    devices = [ServedDevice(1, RECOVERY | UBLK_F_QUIESCE, journal=journal),
-               ServedDevice(2, RECOVERY | UBLK_F_QUIESCE, journal=journal)]
 
     class Recording(FakeKernel):
         def quiesce_dev(self, dev_id: int, timeout_ms: int = 0) -> None:
             journal.append(f"quiesce {dev_id}")
             super().quiesce_dev(dev_id, timeout_ms)
 
-    kernel = Recording(clock)
-    assert hand_over(kernel, devices) == ["quiesced", "quiesced"]
+    devices = [ServedDevice(1, RECOVERY | UBLK_F_QUIESCE, journal=journal),
+               ServedDevice(2, RECOVERY | UBLK_F_QUIESCE, journal=journal)]
+    assert hand_over(Recording(Clock()), devices) == []  # nothing left for the exit
     assert journal == ["quiesce 1", "release 1", "quiesce 2", "release 2"]
 
 
-def test_without_quiesce_support_the_handover_drains_and_says_so(
+def test_without_quiesce_support_the_device_is_left_for_the_exit_and_it_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     kernel = FakeKernel(Clock())
     journal: list[str] = []
-    assert hand_over(kernel, [ServedDevice(4, RECOVERY, journal=journal)]) == ["drained"]
+    device = ServedDevice(4, RECOVERY, journal=journal)
+    assert hand_over(kernel, [device]) == [device]
     assert kernel.named("QUIESCE_DEV") == []
-    assert journal == ["release 4"]
-    assert "device 4: no UBLK_F_QUIESCE" in caplog.text
-    assert "drain-and-release" in caplog.text
+    assert journal == []  # not closed by hand: exit_releasing lets go of it
+    assert "device 4: no UBLK_F_QUIESCE on this kernel: handing over by drain-and-release" in (
+        caplog.text)
 
 
-def test_a_quiesce_the_kernel_refuses_still_releases_the_device() -> None:
-    class Refusing(FakeKernel):
+def test_a_quiesce_the_kernel_refuses_falls_back_to_drain_and_release() -> None:
+    class RefusingFour(FakeKernel):
         def quiesce_dev(self, dev_id: int, timeout_ms: int = 0) -> None:
-            raise UblkError(errno.ENODEV, "QUIESCE_DEV")
+            if dev_id == 4:
+                raise UblkError(errno.ENODEV, "QUIESCE_DEV")
 
     journal: list[str] = []
-    how = hand_over(Refusing(Clock()), [ServedDevice(4, RECOVERY | UBLK_F_QUIESCE,
-                                                     journal=journal)])
-    assert how == ["drained"] and journal == ["release 4"]
+    quiescing = ServedDevice(3, RECOVERY | UBLK_F_QUIESCE, journal=journal)
+    refused = ServedDevice(4, RECOVERY | UBLK_F_QUIESCE, journal=journal)
+    assert hand_over(RefusingFour(Clock()), [quiescing, refused]) == [refused]
+    assert journal == ["release 3"]
+
+
+def test_exit_releasing_exits_0_at_once_leaving_cleanup_undone(tmp_path: Path) -> None:
+    """The drained devices go with the process, as after a crash: no finally block runs."""
+    script = (
+        "import logging, sys\n"
+        "from types import SimpleNamespace\n"
+        "from ublk_gadget.handover import exit_releasing\n"
+        "logging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
+        "try:\n"
+        "    exit_releasing([SimpleNamespace(dev_id=7, flags=0)])\n"
+        "finally:\n"
+        "    print('cleanup ran')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "device 7 released (drained: exiting with its queues open" in done.stderr
 
 
 # --- the successor's half ---------------------------------------------------------------------
