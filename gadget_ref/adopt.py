@@ -10,9 +10,11 @@ waits for a draining owner and for the kernel's cleanup after a crash.
 
 Each device is started and then fully fetched before the next one is touched, and never
 started twice: on Linux 6.12 a second START_USER_RECOVERY on a started device is EINVAL.
-If anything fails or the deadline passes, every device taken so far is released again
-(closing /dev/ublkcN returns it to QUIESCED, its I/O waiting in the kernel) and the state
-file is left as it was, so a later ``--adopt`` starts over from the same place.
+The deadline (``--adopt-deadline``) bounds how long the successor waits for the devices to
+be let go and for its queues to be ready.  If it passes, or anything else fails, the
+successor exits with status 1 and the devices it had taken go back to QUIESCED as after a
+crash (their I/O waits in the kernel); the state file is left as it was, so a later
+``--adopt`` starts over from the same place.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import contextlib
 import errno
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from ublk_bindings import (
@@ -137,6 +139,12 @@ def _explain(rec: DeviceState, e: UblkError, ctrl: RecoveryControl, deadline: De
     return f"device {rec.dev_id}: {e}"
 
 
+def release_each(taken: Sequence[Releasable], error: BaseException) -> None:
+    """Release the devices taken before ``error``, newest first."""
+    for dev in reversed(taken):
+        dev.release()
+
+
 class Adoption:
     """One successor's adoption of a state file; holds the file's adoption lock throughout.
 
@@ -163,11 +171,14 @@ class Adoption:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def take(self, take_one: TakeOne[R]) -> list[R]:
+    def take(self, take_one: TakeOne[R],
+             let_go: Callable[[list[R], BaseException], None] = release_each) -> list[R]:
         """Ask the owner to let go, take every device in dev_id order, rewrite the state.
 
-        On any failure the devices taken so far are released again, the state file is left
-        as it was, and the error (AdoptError for the kernel's refusals) propagates.
+        On any failure ``let_go`` gets the devices taken so far (the daemon exits, so that the
+        kernel releases them as after a crash: see ``handover.exit_releasing``), the state
+        file is left as it was, and the error (AdoptError for the kernel's refusals)
+        propagates.
         """
         owner = ask_owner_to_let_go(self.ctrl, self.state.owner, self.infos)
         taken: list[R] = []
@@ -179,9 +190,9 @@ class Adoption:
                     raise AdoptError(_explain(rec, e, self.ctrl, self.deadline)) from e
                 log.info("device %d adopted", rec.dev_id)
             write_state(self.path, self.state.with_owner(ProcessIdentity.current()))
-        except BaseException:
-            for dev in reversed(taken):
-                dev.release()
+        except BaseException as e:
+            if taken:
+                let_go(taken, e)
             raise
         finally:
             if owner is not None:

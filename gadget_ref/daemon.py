@@ -201,7 +201,8 @@ def adopt(state_file: str, deadline_s: float) -> int:
             try:
                 devices = adoption.take(
                     lambda rec, info, deadline: Device.adopt(ctrl, rec, by_id[rec.dev_id],
-                                                             deadline.remaining()))
+                                                             deadline.remaining()),
+                    let_go=_exit_letting_go)
             except BaseException:
                 for target in targets:
                     target.close()
@@ -214,6 +215,13 @@ def adopt(state_file: str, deadline_s: float) -> int:
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
     return 0
+
+
+def _exit_letting_go(taken: list[Device], error: BaseException) -> None:
+    """A successor that failed half-way exits (status 1) with the devices it took still open:
+    the kernel releases them as after a crash, ready for a later --adopt."""
+    print(f"ublk-gadget: {error}", file=sys.stderr, flush=True)
+    handover.exit_releasing(taken, status=1)
 
 
 def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],

@@ -154,7 +154,7 @@ def hand_over(
     return left
 
 
-def exit_releasing(devices: Sequence[Releasable]) -> NoReturn:
+def exit_releasing(devices: Sequence[Releasable], status: int = 0) -> NoReturn:
     """Release ``devices`` the way the kernel expects a server to go: exit, queues still open.
 
     Without QUIESCE_DEV the kernel keeps dispatching to our FETCHes until it sees them
@@ -170,4 +170,4 @@ def exit_releasing(devices: Sequence[Releasable]) -> NoReturn:
                  "requeues what was not committed for the successor)", dev.dev_id)
     logging.shutdown()
     sys.stdout.flush()
-    os._exit(0)
+    os._exit(status)

@@ -286,6 +286,28 @@ def test_a_failure_releases_the_devices_taken_before_it_and_keeps_the_state(
     assert Path(path).read_bytes() == before
 
 
+def test_the_daemon_chooses_how_the_devices_taken_are_let_go(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = write_example_state(tmp_path / "state.json", dead_owner(), (0, 1))
+    kernel = FakeKernel(clock)
+    kernel.add(0)
+    kernel.add(1)
+    successor = Successor(kernel, path)
+    successor.fails[1] = UblkError(errno.EBUSY, "START_USER_RECOVERY")
+    handed: list[tuple[list[int], str]] = []
+
+    def let_go(taken: list[ServedDevice], error: BaseException) -> None:
+        handed.append(([d.dev_id for d in taken], str(error)))
+
+    with pytest.raises(AdoptError):
+        with Adoption(kernel, path, Deadline(1, clock)) as adoption:
+            adoption.take(successor.take_one, let_go=let_go)
+    assert handed == [([0], "device 1 was not released within 1 s (kernel server pid -1, "
+                            "state 2)")]
+    assert successor.journal == ["take 0", "failed 1"]  # nothing released behind its back
+
+
 def test_a_device_never_let_go_is_reported_with_its_server(tmp_path: Path, clock: Clock) -> None:
     path = write_example_state(tmp_path / "state.json", dead_owner(), (0,))
     kernel = FakeKernel(clock)
