@@ -119,11 +119,12 @@ def ask_owner_to_let_go(
         owner.close()
         log.info("owner pid %d let go meanwhile: no handover signal needed", recorded.pid)
         return None
-    log.info("asking owner pid %d to hand over (SIGHUP)", recorded.pid)
     try:
         owner.signal(signal.SIGHUP)
     except ProcessLookupError:
         log.info("owner pid %d exited before the signal", recorded.pid)
+    else:
+        log.info("asked owner pid %d to hand over (SIGHUP)", recorded.pid)
     return owner
 
 
