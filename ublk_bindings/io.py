@@ -182,14 +182,17 @@ class Queue:
         """FETCH, COMMIT_AND_FETCH and NEED_GET_DATA SQEs for every tag, complete but for a
         commit's result: the hot path copies one with :meth:`Ring.put`."""
         self._images = (io_uring_sqe * (3 * self.depth))()
+        image_bytes = memoryview(self._images).cast("B")
+        size = ctypes.sizeof(io_uring_sqe)
         self._payloads: list[ublksrv_io_cmd] = []  # the commits' ublksrv_io_cmd, per tag
-        self._fetch_sqe: list[int] = []
-        self._commit_sqe: list[int] = []
-        self._get_data_sqe: list[int] = []
+        self._fetch_sqe: list[memoryview] = []
+        self._commit_sqe: list[memoryview] = []
+        self._get_data_sqe: list[memoryview] = []
         lists = (self._fetch_sqe, self._commit_sqe, self._get_data_sqe)
         for tag in range(self.depth):
             for kind, (cmd_op, images) in enumerate(zip(ops, lists)):
-                sqe = self._images[3 * tag + kind]
+                index = 3 * tag + kind
+                sqe = self._images[index]
                 sqe.opcode = IORING_OP_URING_CMD
                 sqe.fd = char_fd
                 sqe.cmd_op = cmd_op
@@ -198,7 +201,7 @@ class Queue:
                 payload.q_id = self.q_id
                 payload.tag = tag
                 payload.addr = buf_base + tag * self.buf_size
-                images.append(ctypes.addressof(sqe))
+                images.append(image_bytes[index * size:(index + 1) * size])
                 if images is self._commit_sqe:
                     self._payloads.append(payload)
 
@@ -225,9 +228,7 @@ class Queue:
         sqe.addr = ctypes.addressof(self._kick_buf)
         sqe.len = 1
         sqe.user_data = _KICK
-        put = self.ring.put
-        for image in self._fetch_sqe:
-            put(image)
+        self.ring.put_many(self._fetch_sqe)
         self.ring.submit()
         self._fetched = True
 
@@ -235,20 +236,21 @@ class Queue:
         """Serve until every tag is closed (ABORT) or :meth:`kick` is called.
 
         The hot loop: one ``io_uring_enter`` per batch submits the previous batch's commits
-        and waits; each ready tag then costs the handler call, one SQE copy and one field
-        write. After a kick the batch in hand is finished and its commits are submitted, so
+        and waits; each ready tag then costs the handler call, one field write and, with the
+        batch, one SQE copy into the ring. After a kick the batch in hand is finished and its commits are submitted, so
         no request the handler completed is lost.
         """
         if not self._fetched:
             self.fetch()
         ring = self.ring
-        submit, reap, put = ring.submit, ring.reap, ring.put
+        submit, reap, put_many = ring.submit, ring.reap, ring.put_many
         handler, descs, buffers = self.handler, self.descs, self.buffers
         commit, get_data, payloads = self._commit_sqe, self._get_data_sqe, self._payloads
         open_tags = self.depth
         while open_tags:
             submit(1)
             tags, results = reap()
+            ready = []
             for tag, res in zip(tags, results):
                 if res == UBLK_IO_RES_OK:
                     try:
@@ -257,16 +259,17 @@ class Queue:
                         if self.error is None:
                             self.error = e
                         payloads[tag].result = -errno.EIO
-                    put(commit[tag])
+                    ready.append(commit[tag])
                 elif tag == _KICK:  # tested before the ublk results: a 1-byte read is res 1
                     continue
                 elif res == UBLK_IO_RES_NEED_GET_DATA:
-                    put(get_data[tag])
+                    ready.append(get_data[tag])
                 elif res == UBLK_IO_RES_ABORT:
                     open_tags -= 1
                 else:
                     raise UblkError(-res, f"FETCH/COMMIT_AND_FETCH_REQ (queue {self.q_id}, "
                                           f"tag {tag})")
+            put_many(ready)
             if self._stopping:
                 submit()
                 return

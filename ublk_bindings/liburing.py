@@ -67,6 +67,8 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
         [_c_ring, ctypes.POINTER(_c_ptr), ctypes.c_uint, ctypes.POINTER(KernelTimespec), _c_ptr],
         True,
     ),
+    # unsigned io_uring_sq_ready(const struct io_uring *)
+    "io_uring_sq_ready": (ctypes.c_uint, [_c_ring], False),
     # unsigned io_uring_peek_batch_cqe(struct io_uring *, struct io_uring_cqe **, unsigned count)
     "io_uring_peek_batch_cqe": (ctypes.c_uint, [_c_ring, _c_ptr, ctypes.c_uint], False),
     # void io_uring_cq_advance(struct io_uring *, unsigned nr)
@@ -85,6 +87,7 @@ class Liburing:
     io_uring_queue_init_params: Callable[..., int]
     io_uring_queue_exit: Callable[..., None]
     io_uring_get_sqe: Callable[..., int | None]
+    io_uring_sq_ready: Callable[..., int]
     io_uring_submit_and_wait: Callable[..., int]
     io_uring_submit_and_wait_timeout: Callable[..., int]
     io_uring_peek_batch_cqe: Callable[..., int]

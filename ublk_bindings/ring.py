@@ -8,10 +8,16 @@ tie a ring to the task that submits on it.
 Hot-path notes, since every ublk I/O passes through here twice:
 
 * an SQE slot's ctypes view is made once per slot address and reused (no allocation per SQE);
-* :meth:`Ring.put` copies a prepared SQE image into the slot with one ``memmove``;
+* :meth:`Ring.put` copies a prepared SQE image straight into the mapped SQE array with one
+  slice assignment, no foreign call: it bumps liburing's own ``sqe_tail`` (see
+  :func:`_find_sqe_tail`), so liburing's submit still flushes and enters as usual;
 * :meth:`Ring.reap` reads a whole batch of ``user_data``/``res`` out of the CQ ring with two
-  slice operations on a view of the CQE array, not one Python object per CQE;
+  slice operations on a view of the CQE array, not one Python object per CQE; on a
+  ``DEFER_TASKRUN`` ring it also reads the kernel's CQ tail and writes its head directly;
 * ``memmove``/``memset`` are called through ``PyDLL`` so the GIL stays with the queue thread.
+
+Each foreign call costs more than the Python around it (``python -m bench.hotpath``): a
+queue's steady state makes one per batch, the ``io_uring_enter`` that submits and waits.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from typing import Any
 
 from .errors import UblkError, UblkTimeout, check
 from .io_uring import (
+    IORING_FEAT_SINGLE_MMAP,
     IORING_OP_URING_CMD,
     IORING_SETUP_CQE32,
+    IORING_SETUP_DEFER_TASKRUN,
     IORING_SETUP_CQSIZE,
     IORING_SETUP_SQE128,
     io_uring_cqe,
@@ -62,6 +70,43 @@ _memset = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctyp
 )
 
 
+# liburing's private ``struct io_uring_sq`` begins with eight pointers (khead, ktail,
+# kring_mask, kring_entries, kflags, kdropped, array, sqes) and then ``sqe_head``,
+# ``sqe_tail``; frozen for soname .so.2 on LP64. Only trusted once _find_sqe_tail checked it.
+_LIBURING_SQES = 7 * 8
+_LIBURING_SQE_HEAD = 8 * 8
+_LIBURING_SQE_TAIL = _LIBURING_SQE_HEAD + 4
+
+
+def _find_sqe_tail(
+    lib: Liburing, ring: int, mem: memoryview, params: io_uring_params, sqe_size: int
+) -> int | None:
+    """Check, on a fresh ring, that liburing's SQ state is where this module expects it.
+
+    Pure memory: ``io_uring_sq_ready`` must follow a tail written at the expected place, and
+    ``io_uring_get_sqe`` must hand out the slot that tail and the ``sqes`` pointer name and
+    advance the tail; then the tail goes back to 0 (nothing reached the kernel).  Returns
+    the SQE array's address, or None (the hot path then calls liburing for every SQE).
+    """
+    words, ptrs = mem.cast("I"), mem.cast("Q")
+    tail_at = _LIBURING_SQE_TAIL // 4
+    if words[_LIBURING_SQE_HEAD // 4] != 0 or words[tail_at] != 0 or lib.io_uring_sq_ready(ring):
+        return None
+    if ptrs[1] - ptrs[0] != params.sq_off.tail - params.sq_off.head:  # ktail, khead
+        return None
+    sqes = ptrs[_LIBURING_SQES // 8]
+    try:
+        words[tail_at] = 3
+        if lib.io_uring_sq_ready(ring) != 3:
+            return None
+        got = lib.io_uring_get_sqe(ring)
+        if got != sqes + 3 * sqe_size or words[tail_at] != 4:
+            return None
+        return int(sqes)
+    finally:
+        words[tail_at] = 0
+
+
 _ORPHANS: list[object] = []
 """Buffers of commands still in flight when their ring went away. The kernel tears a ring
 down asynchronously, and a command already running in an io-wq worker may still write to
@@ -75,6 +120,11 @@ def _queue_exit(
     for buffers in held.values():
         _ORPHANS.extend(buffers)
     held.clear()
+
+
+def _u32_view(word: ctypes.Array[ctypes.c_uint32]) -> memoryview:
+    """A plain ``I`` memoryview of a ctypes u32 (whose own format, ``<I``, cannot be indexed)."""
+    return memoryview(word).cast("B").cast("I")
 
 
 def _closed(*args: object) -> Any:
@@ -122,12 +172,33 @@ class Ring:
         self._cq_ud: ctypes.Array[ctypes.c_uint64] | None = None
         self._cq_res: ctypes.Array[ctypes.c_int32] | None = None
         self._cqe_ptrs = (ctypes.c_void_p * params.cq_entries)()
+        self._cq_off = params.cq_off
+        # The kernel's CQ head and tail, read and written directly only where every CQE is
+        # posted by this thread's own io_uring_enter (DEFER_TASKRUN): no memory ordering to
+        # get right. Mapped at the first reap (_map_cq).
+        self._direct_cq = bool(params.flags & IORING_SETUP_DEFER_TASKRUN
+                               and params.features & IORING_FEAT_SINGLE_MMAP)
+        self._cq_ktail: memoryview | None = None
+        self._cq_khead: memoryview | None = None
         self._sqe_views: dict[int, io_uring_sqe] = {}
         # bound once: attribute lookups are a measurable part of the per-SQE cost
         self._get_sqe = lib.io_uring_get_sqe
         self._peek = lib.io_uring_peek_batch_cqe
         self._advance = lib.io_uring_cq_advance
         self._submit_and_wait = lib.io_uring_submit_and_wait
+        # The SQ, for put(): liburing's sqe_tail (ours to advance) and the kernel's SQ head.
+        mem = memoryview(self._mem).cast("B")
+        sqes = _find_sqe_tail(lib, self._ring, mem, params, self.sqe_size)
+        self._sq_mask = params.sq_entries - 1
+        self._sq_tail_word: memoryview | None = None
+        self._sq_khead: memoryview | None = None
+        self._sqe_bytes: memoryview | None = None
+        if sqes is not None:
+            self._sq_tail_word = mem[_LIBURING_SQE_TAIL:_LIBURING_SQE_TAIL + 4].cast("I")
+            self._sq_khead = _u32_view((ctypes.c_uint32 * 1).from_address(mem.cast("Q")[0]))
+            self._sqe_bytes = memoryview(
+                (ctypes.c_char * (params.sq_entries * self.sqe_size)).from_address(sqes)
+            ).cast("B")
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -144,6 +215,8 @@ class Ring:
             self._get_sqe = self._peek = self._advance = self._submit_and_wait = _closed
             self._sqe_views.clear()
             self._cq_ud = self._cq_res = None
+            self._cq_ktail = self._cq_khead = None
+            self._sqe_bytes = self._sq_tail_word = self._sq_khead = None
 
     def __enter__(self) -> Ring:
         return self
@@ -180,9 +253,53 @@ class Ring:
             view = self._sqe_views[addr] = io_uring_sqe.from_address(addr)
         return view
 
-    def put(self, image: int) -> None:
-        """Queue a prepared SQE: copy ``sqe_size`` bytes from address ``image`` into a slot."""
-        _memmove(self._get_sqe(self._ring) or self._sqe_address(), image, self.sqe_size)
+    def put(self, image: memoryview | bytes) -> None:
+        """Queue a prepared SQE: ``image`` is its ``sqe_size`` bytes, copied into a slot.
+
+        The copy goes straight into the mapped SQE array and advances liburing's tail, as
+        ``io_uring_get_sqe`` would; only a full SQ (the kernel stopped short of the last
+        batch) submits first.
+        """
+        sqes, tail_word = self._sqe_bytes, self._sq_tail_word
+        if sqes is None or tail_word is None:  # liburing is not laid out as expected
+            self._put_ffi(image)
+            return
+        tail = tail_word[0]
+        khead = self._sq_khead
+        assert khead is not None
+        if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask:
+            self.submit()
+            if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask:
+                raise UblkError(errno.EBUSY, "io_uring SQ still full after a submit")
+        size = self.sqe_size
+        at = (tail & self._sq_mask) * size
+        sqes[at:at + size] = image
+        tail_word[0] = (tail + 1) & 0xFFFFFFFF
+
+    def put_many(self, images: list[memoryview]) -> None:
+        """:meth:`put` for a batch: one call, and liburing's tail written once at the end."""
+        sqes, tail_word = self._sqe_bytes, self._sq_tail_word
+        if sqes is None or tail_word is None:
+            for image in images:
+                self._put_ffi(image)
+            return
+        tail = tail_word[0]
+        khead = self._sq_khead
+        assert khead is not None
+        if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask + 1 - len(images):
+            for image in images:  # not room for all: one by one, submitting when full
+                self.put(image)
+            return
+        size, mask = self.sqe_size, self._sq_mask
+        for image in images:
+            at = (tail & mask) * size
+            sqes[at:at + size] = image
+            tail += 1
+        tail_word[0] = tail & 0xFFFFFFFF
+
+    def _put_ffi(self, image: memoryview | bytes) -> None:
+        addr = self._sqe_address()
+        ctypes.memmove(addr, bytes(image), self.sqe_size)
 
     def prep_uring_cmd(
         self, fd: int, cmd_op: int, payload: ctypes.Structure, user_data: int
@@ -256,6 +373,12 @@ class Ring:
         words = (self._cq_mask + 1) * self._cqe_u64
         self._cq_ud = (ctypes.c_uint64 * words).from_address(base)
         self._cq_res = (ctypes.c_int32 * (words * 2)).from_address(base)
+        if self._direct_cq:  # the CQ ring's head and tail sit at the kernel's offsets
+            rings = base - self._cq_off.cqes
+            khead = (ctypes.c_uint32 * 1).from_address(rings + self._cq_off.head)
+            ktail = (ctypes.c_uint32 * 1).from_address(rings + self._cq_off.tail)
+            if khead[0] == self._cq_head and (ktail[0] - self._cq_head) & 0xFFFFFFFF >= n:
+                self._cq_khead, self._cq_ktail = _u32_view(khead), _u32_view(ktail)
         return self._cq_ud, self._cq_res
 
     def reap(self, max: int = 0) -> tuple[list[int], list[int]]:
@@ -264,8 +387,12 @@ class Ring:
         Two lists per batch, read with strided slices of the CQ ring; the CQ head advances
         once per batch.
         """
-        n = self._peek(self._ring, self._cqe_ptrs,
-                       min(max, self.cq_entries) if max > 0 else self.cq_entries)
+        limit = min(max, self.cq_entries) if max > 0 else self.cq_entries
+        ktail = self._cq_ktail
+        if ktail is not None:
+            n = min((ktail[0] - self._cq_head) & 0xFFFFFFFF, limit)
+        else:
+            n = self._peek(self._ring, self._cqe_ptrs, limit)
         if not n:
             return [], []
         ud_view, res_view = self._cq_ud, self._cq_res
@@ -282,8 +409,12 @@ class Ring:
             u0, r0 = _CQE_USER_DATA // 8, _CQE_RES // 4
             user_data += ud_view[u0 : u0 + (n - run) * step64 : step64]
             res += res_view[r0 : r0 + (n - run) * step32 : step32]
-        self._advance(self._ring, n)
-        self._cq_head += n
+        self._cq_head = head = (self._cq_head + n) & 0xFFFFFFFF
+        khead = self._cq_khead
+        if khead is not None:
+            khead[0] = head
+        else:
+            self._advance(self._ring, n)
         if self._held:
             pop = self._held.pop
             for ud in user_data:

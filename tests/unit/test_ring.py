@@ -245,8 +245,8 @@ def test_put_copies_a_prepared_image() -> None:
     image = io_uring_sqe()
     image.opcode, image.user_data = IORING_OP_NOP, 77
     with Ring(4) as ring:
-        ring.put(ctypes.addressof(image))
-        ring.put(ctypes.addressof(image))
+        ring.put(memoryview(image).cast("B"))
+        ring.put(bytes(image))
         ring.submit(wait_nr=2)
         assert ring.reap() == ([77, 77], [0, 0])
 
@@ -284,3 +284,68 @@ def test_missing_library_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
         liburing.load.cache_clear()
         monkeypatch.undo()
         liburing.load()
+
+
+QUEUE_FLAGS = 0
+try:  # the flags a ublk queue ring uses; the host kernel may predate DEFER_TASKRUN (6.1)
+    from ublk_bindings.io import QUEUE_RING_FLAGS as QUEUE_FLAGS
+except ImportError:  # pragma: no cover
+    pass
+
+
+def nop_image(user_data: int) -> bytes:
+    image = io_uring_sqe()
+    image.opcode, image.user_data = IORING_OP_NOP, user_data
+    return bytes(image)
+
+
+def test_put_writes_the_mapped_sq_without_calling_liburing() -> None:
+    # liburing 2.4+'s struct io_uring_sq is where ring.py expects it, so the hot path is on
+    with Ring(4) as ring:
+        assert ring._sqe_bytes is not None and ring._sq_tail_word is not None
+        ring.put(nop_image(1))
+        assert ring._lib.io_uring_sq_ready(ring._ring) == 1  # liburing sees our SQE
+
+
+@pytest.mark.parametrize("flags", [0, QUEUE_FLAGS], ids=["plain", "defer-taskrun"])
+def test_put_and_get_sqe_interleave_across_many_ring_wraps(flags: int) -> None:
+    with Ring(4, flags=flags) as ring:
+        for i in range(50):  # 100 SQEs through a 4-entry SQ, 100 CQEs through an 8-entry CQ
+            ring.put(nop_image(i))
+            nop(ring, 1000 + i)
+            assert ring.submit(wait_nr=2) == 2
+            assert ring.reap() == ([i, 1000 + i], [0, 0])
+        assert ring.reap() == ([], [])
+
+
+def test_a_defer_taskrun_ring_reads_the_cq_tail_itself() -> None:
+    with Ring(4, flags=QUEUE_FLAGS) as ring:
+        for i in range(3):
+            ring.put(nop_image(i))
+        ring.submit(wait_nr=3)
+        assert ring.reap(2) == ([0, 1], [0, 0])  # partial: the head moves by what was taken
+        assert ring._cq_ktail is not None
+        assert ring.reap() == ([2], [0])
+        assert ring.reap() == ([], [])
+
+
+def test_put_into_a_full_sq_submits_first() -> None:
+    with Ring(2) as ring:
+        for i in range(5):
+            ring.put(nop_image(i))  # the 3rd and 5th find the SQ full and submit it
+        ring.submit(wait_nr=5)
+        got: list[int] = []
+        while len(got) < 5:
+            got += ring.reap()[0]
+        assert sorted(got) == list(range(5))
+
+
+def test_put_many_queues_a_batch_and_falls_back_when_it_does_not_fit() -> None:
+    with Ring(4) as ring:
+        ring.put_many([memoryview(nop_image(i)) for i in range(3)])
+        ring.put_many([memoryview(nop_image(i)) for i in range(3, 6)])  # 1 slot left: submits
+        ring.submit(wait_nr=6)
+        got: list[int] = []
+        while len(got) < 6:
+            got += ring.reap()[0]
+        assert sorted(got) == list(range(6))
