@@ -176,14 +176,18 @@ def run_sequence(
     ramp_s: float,
     per_job: PerJob | None = None,
     cwd: Path | None = None,
+    cpu: int | None = None,
 ) -> dict[str, Result | str]:
     """Run ``workloads`` in turn on ``filename``: each one's Result, or why it has none.
 
     A job that failed costs its own figure only; fio failing as a whole fails them all.
+    ``cpu``: the one CPU fio may run on (``--cpus_allowed``).
     """
     with tempfile.TemporaryDirectory(prefix="bench-fio-") as tmp:
         output = Path(tmp) / "fio.json"
         cmd = sequence_command(filename, workloads, runtime_s, ramp_s, str(output), per_job)
+        if cpu is not None:
+            cmd.append(f"--cpus_allowed={cpu}")
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or tmp)
         if done.returncode != 0 and not output.exists():
             error = f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}"

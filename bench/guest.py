@@ -50,6 +50,12 @@ def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
     }
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Move every thread of ``pid`` (a userspace server: kublk or the gadget) onto ``cpu``."""
+    subprocess.run(["taskset", "--all-tasks", "--cpu-list", "--pid", str(cpu), str(pid)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -108,6 +114,8 @@ def measure(
             try:
                 devices[name] = stack.enter_context(_guarded(available[name](g), notes, name))
                 details[name] = devices[name].detail
+                if a.server_cpu is not None and devices[name].server_pid:
+                    pin(devices[name].server_pid, a.server_cpu)
             except Exception as e:
                 traceback.print_exc()
                 details[name] = f"failed to start: {_error(e)}"
@@ -124,7 +132,8 @@ def measure(
                 probes = cpu.probes(dev.server_pid, dev.path, snapshots) if dev.server_pid else None
                 try:
                     with peers.profiled(dev.server_pid, spy):
-                        measured = fio.run_sequence(dev.path, workloads, a.runtime, a.ramp, probes, snapshots)
+                        measured = fio.run_sequence(dev.path, workloads, a.runtime, a.ramp, probes, snapshots,
+                                                    cpu=a.fio_cpu)
                 except Exception as e:  # a failed peer must not cost the other figures
                     measured = {w.name: _error(e) for w in workloads}
                 for w in workloads:
@@ -156,6 +165,8 @@ def _environment(a: argparse.Namespace, g: peers.Geometry) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fio_cpu": a.fio_cpu,
+        "server_cpu": a.server_cpu,
         "runtime_s": a.runtime,
         "ramp_s": a.ramp,
         "rounds": a.rounds,
@@ -175,11 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=64)
     p.add_argument("--peers", default=",".join(PEER_ORDER))
     p.add_argument("--workloads", default=",".join(w.name for w in fio.WORKLOADS))
+    p.add_argument("--fio-cpu", type=int, default=0, help="the CPU fio runs on")
+    p.add_argument("--server-cpu", type=int, default=1,
+                   help="the CPU every thread of a userspace server (kublk, gadget) runs on")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="let the scheduler place fio and the servers (IOPS then vary by boot)")
     p.add_argument("--handovers", type=int, default=3, help="live handovers in the stall run (0: skip it)")
     p.add_argument("--handover-interval", type=float, default=4)
     p.add_argument("--profile", default="", help="comma-separated gadget peers to sample with py-spy "
                    "in the last round (profile-PEER.txt; read with python -m bench.profile)")
     a = p.parse_args(argv)
+    if not a.pin:
+        a.fio_cpu = a.server_cpu = None
 
     a.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLCONFIGDIR", str(a.out.parent / "matplotlib"))  # font cache kept across boots

@@ -24,6 +24,13 @@ class PublishError(RuntimeError):
     pass
 
 
+def _placement(env: dict[str, object]) -> str:
+    if env.get("fio_cpu") is None:
+        return " fio and the servers unpinned."
+    return (f" fio pinned to vCPU {env['fio_cpu']}, every userspace server's threads to vCPU "
+            f"{env['server_cpu']}.")
+
+
 def block(results: dict[str, object], table: str, picture: str | None, host: dict[str, float] | None) -> str:
     """The README text between the markers."""
     env = results["environment"]
@@ -37,7 +44,7 @@ def block(results: dict[str, object], table: str, picture: str | None, host: dic
         f"Run of {env['date']} in the test-bed VM: Linux {env['kernel']}, {env['cpus']} vCPUs (qemu TCG), "
         f"{env['fio']}; {env['rounds']} rounds of {env['runtime_s']:g} s (after {env['ramp_s']:g} s ramp) per "
         f"cell, the median round shown; every device {geometry['queues']} queue(s) x {geometry['depth']} tags."
-        f"{load} Record: [`bench/results/results.json`](bench/results/results.json).",
+        f"{_placement(env)}{load} Record: [`bench/results/results.json`](bench/results/results.json).",
         "",
         "```",
         table.rstrip("\n"),
