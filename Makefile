@@ -77,7 +77,7 @@ typecheck: setup
 	$(PY) -m pip install -q --no-deps --target .out/typecheck .
 	cd .out/typecheck && ../../$(VENV)/bin/mypy --strict --cache-dir ../mypy-cache \
 		-p ublk_bindings -p ublk_bindings_codegen -p ublk_gadget
-	$(VENV)/bin/mypy --strict --cache-dir .out/mypy-cache testbed tests/conftest.py \
+	$(VENV)/bin/mypy --strict --cache-dir .out/mypy-cache testbed examples tests/conftest.py \
 		tests/kernel/test_testbed.py
 
 unit: setup

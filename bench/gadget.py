@@ -45,7 +45,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 class Gadget:
     """One running ``ublk-gadget serve`` process and the devices it announced."""
 
-    def __init__(self, argv: list[str], log: Path, ready_timeout_s: float = 120.0) -> None:
+    def __init__(self, argv: list[str], log: Path, ready_timeout_s: float = 120.0,
+                 until: str = "ready") -> None:
+        """Start ``argv`` and wait for its ``until`` event (``standby`` for a standby)."""
         self.argv = argv
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ class Gadget:
         self.events: list[dict[str, Any]] = []
         self.stderr: list[tuple[float, str]] = []
         """(time.time() when it arrived, line) of everything the gadget logged."""
-        self._ready = threading.Event()
+        self._seen: dict[str, threading.Event] = {"ready": threading.Event(), until: threading.Event()}
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True),
@@ -64,13 +66,21 @@ class Gadget:
         ]
         for reader in self._readers:
             reader.start()
-        deadline = time.monotonic() + ready_timeout_s
-        while not self._ready.wait(0.05):
+        self.ready: dict[str, Any] = {}
+        self.wait_event(until, ready_timeout_s)
+
+    def wait_event(self, name: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Wait for the gadget's ``{"event": name}`` line; it is also kept in ``ready``."""
+        deadline = time.monotonic() + timeout_s
+        while not self._seen[name].wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 why = "exited with %s" % self.proc.returncode if self.proc.poll() is not None else "timed out"
                 self.kill()
-                raise GadgetError(f"{' '.join(argv)}: {why} before ready; log {log}:\n{_tail(log)}")
-        self.ready: dict[str, Any] = next(e for e in self.events if e.get("event") == "ready")
+                raise GadgetError(f"{' '.join(self.argv)}: {why} before {name}; log {self.log}:\n{_tail(self.log)}")
+        event = next(e for e in self.events if e.get("event") == name)
+        if name == "ready":
+            self.ready = event
+        return event
 
     def _read(self, stream: IO[bytes]) -> None:
         for raw in stream:
@@ -83,8 +93,9 @@ class Gadget:
                 event = {"event": "text", "text": line}
             event.setdefault("t", time.time())
             self.events.append(event)
-            if event.get("event") == "ready":
-                self._ready.set()
+            seen = self._seen.get(str(event.get("event")))
+            if seen is not None:
+                seen.set()
 
     def _read_log(self, stream: IO[bytes]) -> None:
         for raw in stream:
@@ -120,9 +131,14 @@ class Gadget:
         return cls(argv, log)
 
     @classmethod
-    def adopt(cls, state_file: str, log: Path) -> Gadget:
-        """Start a successor that adopts the devices named in ``state_file``."""
-        return cls([executable(), "serve", "--adopt", "--state-file", state_file], log)
+    def adopt(cls, state_file: str, log: Path, standby: bool = False) -> Gadget:
+        """Start a successor that adopts the devices named in ``state_file`` (returns once it
+        is ready), or with ``standby`` one that waits for the owner to go (returns once it
+        stands by; then :meth:`wait_event` ``("ready")``)."""
+        argv = [executable(), "serve", "--adopt", "--state-file", state_file]
+        if standby:
+            return cls([*argv, "--standby"], log, until="standby")
+        return cls(argv, log)
 
     @property
     def block_devices(self) -> list[str]:

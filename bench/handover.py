@@ -3,9 +3,10 @@
 A gadget serves a file; fio runs mixed 4k random I/O on it with a per-I/O latency log; every
 ``interval_s`` a successor adopts the device (``serve --adopt``: the old owner drains,
 quiesces and exits), and once, optionally, the owner is SIGKILLed and a successor recovers the
-device.  Each window runs from the moment the owner is told to go (the successor's SIGHUP, or
-the SIGKILL) to the successor's ready line; the successor's own Python start-up, before it
-signals, is recorded but outside the window of a live handover.
+device (by a standby successor, started beforehand).  Each window runs from the moment the
+owner is told to go (the successor's SIGHUP, or the SIGKILL) to the successor's ready line;
+the successor's own Python start-up, before it signals or stands by, is recorded but outside
+the window.
 """
 
 from __future__ import annotations
@@ -64,28 +65,35 @@ SIGNAL_LOGGED = "(SIGHUP)"
 def hand_over(owner: Gadget, state_file: str, log_dir: Path, n: int, crash: bool) -> tuple[Gadget, latlog.Window]:
     """Replace ``owner`` by a successor: live (it drains and exits) or after SIGKILL.
 
-    The window opens when the owner is told to go: SIGKILL here, or the successor's SIGHUP
-    once it has started up (its Python start is not the device's stall); it closes when the
-    successor announces ready.
+    Live: the window opens at the successor's SIGHUP, once it has started up (its Python
+    start is not the device's stall). Crash: a standby successor (``--adopt --standby``) is
+    started and stands by first, as an operator would run one; the window opens at the
+    SIGKILL. Either closes when the successor announces ready.
     """
     spawned = time.time()
+    log = log_dir / f"gadget-successor-{n}.log"
     if crash:
+        successor = Gadget.adopt(state_file, log, standby=True)
+        standing = float(successor.wait_event("standby")["t"])
+        killed = time.time()
         owner.kill()
-    successor = Gadget.adopt(state_file, log_dir / f"gadget-successor-{n}.log")
-    ready = float(successor.ready["t"])  # stamped by the reader thread as the line arrived
-    if not crash:
-        code = owner.wait_exit(60)
-        if code != 0:
-            raise RuntimeError(f"old owner {owner.pid} exited {code} after handing over; log {owner.log}")
-    signalled = None if crash else successor.logged(SIGNAL_LOGGED)
+        ready = float(successor.wait_event("ready")["t"])  # stamped as the line arrived
+        moments = [("successor spawned", spawned), ("successor standing by", standing),
+                   ("owner SIGKILLed", killed), ("successor ready", ready)]
+        return successor, latlog.Window("crash", killed, ready, tuple(moments))
+    successor = Gadget.adopt(state_file, log)
+    ready = float(successor.ready["t"])
+    code = owner.wait_exit(60)
+    if code != 0:
+        raise RuntimeError(f"old owner {owner.pid} exited {code} after handing over; log {owner.log}")
+    signalled = successor.logged(SIGNAL_LOGGED)
     moments = [("successor spawned", spawned)]
     if successor.stderr:
         moments.append(("successor's first log line (Python started)", successor.stderr[0][0]))
     if signalled is not None:
         moments.append(("owner signalled (SIGHUP)", signalled))
     moments.append(("successor ready", ready))
-    kind = "crash" if crash else "handover"
-    return successor, latlog.Window(kind, signalled or spawned, ready, tuple(moments))
+    return successor, latlog.Window("handover", signalled or spawned, ready, tuple(moments))
 
 
 def measure(

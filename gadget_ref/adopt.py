@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
@@ -90,6 +91,18 @@ def check_devices(
     return infos
 
 
+def watch_owner(recorded: ProcessIdentity) -> Owner | None:
+    """The recorded owner, verified, for a standby to wait on; None if it is already gone
+    (or its pid now names another process, which is never waited for or signalled)."""
+    try:
+        return Owner.verify(recorded)
+    except ProcessLookupError:
+        log.info("owner pid %d is gone: adopting now", recorded.pid)
+    except OwnerMismatch as e:
+        log.warning("%s: adopting now", e)
+    return None
+
+
 def ask_owner_to_let_go(
     ctrl: RecoveryControl, recorded: ProcessIdentity, infos: dict[int, ublksrv_ctrl_dev_info]
 ) -> Owner | None:
@@ -153,10 +166,9 @@ class Adoption:
     caller can still open the targets and give up cleanly); :meth:`take` does the handover.
     """
 
-    def __init__(self, ctrl: RecoveryControl, state_path: str, deadline: Deadline) -> None:
+    def __init__(self, ctrl: RecoveryControl, state_path: str) -> None:
         self.ctrl = ctrl
         self.path = state_path
-        self.deadline = deadline
         self._stack = contextlib.ExitStack()
         self.state: DaemonState
         self.infos: dict[int, ublksrv_ctrl_dev_info]
@@ -172,9 +184,19 @@ class Adoption:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def take(self, take_one: TakeOne[R],
+    def recheck(self) -> bool:
+        """Read and check the state again (after standing by); False if the file is gone
+        (its owner stopped cleanly and deleted the devices)."""
+        if not os.path.lexists(self.path):
+            return False
+        self.state = read_state(self.path)
+        self.infos = check_devices(self.ctrl, self.state, self.path)
+        return True
+
+    def take(self, take_one: TakeOne[R], deadline: Deadline,
              let_go: Callable[[list[R], BaseException], None] = release_each) -> list[R]:
-        """Ask the owner to let go, take every device in dev_id order, rewrite the state.
+        """Ask the owner to let go, take every device in dev_id order, rewrite the state;
+        ``deadline`` (counted from now, not from entering) bounds the whole of it.
 
         On any failure ``let_go`` gets the devices taken so far (the daemon exits, so that the
         kernel releases them as after a crash: see ``handover.exit_releasing``), the state
@@ -186,9 +208,9 @@ class Adoption:
         try:
             for rec in self.state.devices:
                 try:
-                    taken.append(take_one(rec, self.infos[rec.dev_id], self.deadline))
+                    taken.append(take_one(rec, self.infos[rec.dev_id], deadline))
                 except UblkError as e:
-                    raise AdoptError(_explain(rec, e, self.ctrl, self.deadline)) from e
+                    raise AdoptError(_explain(rec, e, self.ctrl, deadline)) from e
                 log.info("device %d adopted", rec.dev_id)
             write_state(self.path, self.state.with_owner(ProcessIdentity.current()))
         except BaseException as e:

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--adopt", action="store_true",
                        help="take over the devices of --state-file from the gadget serving them "
                        "(asked to hand over with SIGHUP) or from one that died")
+    serve.add_argument("--standby", action="store_true",
+                       help="with --adopt: load and check everything, print {\"event\": "
+                       "\"standby\"}, then wait; adopt the moment the owner exits (a crash "
+                       "costs no start-up time) or at once on SIGHUP (a live handover); "
+                       "SIGTERM/SIGINT leave without touching anything")
     serve.add_argument("--adopt-deadline", metavar="DURATION", type=_duration,
                        default=DEFAULT_DEADLINE_S,
                        help="give up adopting after this long (e.g. 30s, 2m; default "
@@ -112,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.device or not args.state_file:
                     raise daemon.UsageError("--adopt takes its devices from --state-file PATH "
                                             "(and no --device)")
-                return daemon.adopt(args.state_file, args.adopt_deadline)
+                return daemon.adopt(args.state_file, args.adopt_deadline, standby=args.standby)
+            if args.standby:
+                raise daemon.UsageError("--standby waits to adopt: it needs --adopt")
             if not args.device:
                 raise daemon.UsageError("the following arguments are required: --device "
                                         "(or --adopt --state-file PATH)")

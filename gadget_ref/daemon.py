@@ -27,7 +27,7 @@ from ublk_bindings import (
 from ublk_bindings.ctrl import CONTROL_PATH, Control
 
 from . import handover, report
-from .adopt import Adoption
+from .adopt import Adoption, watch_owner
 from .device import DAEMON_SIGNALS, Device
 from .handover import Deadline
 from .spec import DeviceSpec
@@ -90,12 +90,30 @@ class _StopRequest:
     def wait(self, timeout: float) -> bool:
         """Sleep until a stop is requested or ``timeout`` passes; whether one was requested."""
         if not self.is_set():
-            select.select([self._wake_r], [], [], timeout)
-            try:
-                os.read(self._wake_r, 64)
-            except BlockingIOError:
-                pass
+            self.wait_readable(-1, timeout)
         return self.is_set()
+
+    def wait_readable(self, fd: int, timeout: float | None = None) -> bool:
+        """Sleep until ``fd`` (if not -1) polls readable, a signal comes, or ``timeout``
+        passes; whether ``fd`` is readable."""
+        fds = [self._wake_r] + ([fd] if fd >= 0 else [])
+        readable, _, _ = select.select(fds, [], [], timeout)
+        try:
+            os.read(self._wake_r, 64)
+        except BlockingIOError:
+            pass
+        return fd in readable
+
+    def take_signal(self) -> int | None:
+        """The signal that came, now consumed (a standby acts on it and serves on)."""
+        signum, self.signal = self.signal, None
+        self.ignored.clear()
+        return signum
+
+    @property
+    def wakeup_fd(self) -> int:
+        """The pipe's write end, for ``signal.set_wakeup_fd`` (non-blocking, as it must be)."""
+        return self._wake_w
 
     def _wake(self) -> None:
         try:
@@ -134,10 +152,19 @@ class _StopRequest:
 
 @contextmanager
 def _signals_to(stop: _StopRequest) -> Iterator[None]:
+    """Route the daemon's signals to ``stop``.
+
+    The wake-up fd is what makes a wait reliable: Python runs a handler only between
+    bytecodes, so a signal that lands just before ``select`` blocks would run its handler
+    (and so its ``_wake``) only when the wait ends. The C-level handler writes to the
+    wake-up fd at once, whatever the main thread is doing.
+    """
     previous = {s: signal.signal(s, stop.on_signal) for s in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(stop.wakeup_fd, warn_on_full_buffer=False)
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for s, handler in previous.items():
             signal.signal(s, handler)
         stop.close()
@@ -190,19 +217,28 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
     return 0
 
 
-def adopt(state_file: str, deadline_s: float) -> int:
-    """``ublk-gadget serve --adopt``: take over the devices of ``state_file``, then serve them."""
+def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
+    """``ublk-gadget serve --adopt``: take over the devices of ``state_file``, then serve them.
+
+    With ``standby``, first wait, fully loaded, until the owner exits (crash or stop) or
+    this process gets SIGHUP (take over now: a live handover); SIGTERM/SIGINT end the wait
+    and touch nothing.
+    """
     stop = _StopRequest()
     with _signals_to(stop), Control() as ctrl:
-        with Adoption(ctrl, state_file, Deadline(deadline_s)) as adoption:
+        with Adoption(ctrl, state_file) as adoption:
             records = adoption.state.devices
             targets = _open_targets([r.device_spec() for r in records])  # before any signal
             by_id = {r.dev_id: t for r, t in zip(records, targets)}
             try:
+                if standby and not _stand_by(adoption, stop):
+                    for target in targets:
+                        target.close()
+                    return 0
                 devices = adoption.take(
                     lambda rec, info, deadline: Device.adopt(ctrl, rec, by_id[rec.dev_id],
                                                              deadline.remaining()),
-                    let_go=_exit_letting_go)
+                    Deadline(deadline_s), let_go=_exit_letting_go)
             except BaseException:
                 for target in targets:
                     target.close()
@@ -215,6 +251,33 @@ def adopt(state_file: str, deadline_s: float) -> int:
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
     return 0
+
+
+def _stand_by(adoption: Adoption, stop: _StopRequest) -> bool:
+    """Wait for the owner to go; whether to adopt now (False: told to stop instead)."""
+    owner = watch_owner(adoption.state.owner)
+    if owner is None:
+        return True
+    with owner:
+        print(report.standby_line(owner.identity.pid, [r.dev_id for r in adoption.state.devices]),
+              flush=True)
+        log.info("standing by: adopting when owner pid %d exits (SIGHUP: take over now)",
+                 owner.identity.pid)
+        while not stop.wait_readable(owner.pidfd):
+            signum = stop.take_signal()
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: taking over from the live owner now")
+                return True
+            if signum is not None:
+                log.info("%s: no longer standing by; nothing was touched",
+                         signal.Signals(signum).name)
+                return False
+        if not adoption.recheck():
+            log.info("owner pid %d stopped and removed %s: nothing to adopt",
+                     owner.identity.pid, adoption.path)
+            return False
+        log.info("owner pid %d exited: adopting", owner.identity.pid)
+        return True
 
 
 def _exit_letting_go(taken: list[Device], error: BaseException) -> None:

@@ -87,3 +87,9 @@ def format_device_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def ready_line(devices: Iterable[Mapping[str, Any]]) -> str:
     """The one JSON line printed when every device is live."""
     return json.dumps({"event": "ready", "devices": list(devices)}, separators=(", ", ": "))
+
+
+def standby_line(owner_pid: int, dev_ids: Iterable[int]) -> str:
+    """The one JSON line printed by ``serve --adopt --standby`` once it is ready to adopt."""
+    return json.dumps({"event": "standby", "owner_pid": owner_pid, "dev_ids": list(dev_ids)},
+                      separators=(", ", ": "))

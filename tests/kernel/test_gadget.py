@@ -104,9 +104,11 @@ class Gadget:
         try:
             _, self.stderr = self.proc.communicate(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
+            stacks = python_stacks(self.proc.pid)
             self.proc.kill()
             _, self.stderr = self.proc.communicate()
-            raise AssertionError(f"the gadget did not stop in {STOP_TIMEOUT}s:\n{self.stderr}")
+            raise AssertionError(f"the gadget did not stop in {STOP_TIMEOUT}s:\n{self.stderr}\n"
+                                 f"where it was:\n{stacks}")
         return self.proc.returncode
 
     def __exit__(self, *exc: object) -> None:
@@ -117,6 +119,22 @@ class Gadget:
 
     def dev(self, i: int = 0) -> str:
         return str(self.devices[i]["block_device"])
+
+
+def python_stacks(pid: int) -> str:
+    """Every thread's Python stack and the kernel's view of it: why a process hangs."""
+    spy = Path(sys.executable).parent / "py-spy"
+    try:
+        dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        dump = f"(no py-spy dump: {e})"
+    try:
+        status = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if line.startswith(("State", "Sig", "Shd"))]
+    except OSError as e:
+        status = [str(e)]
+    return dump + "\n".join(status)
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

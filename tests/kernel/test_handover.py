@@ -269,6 +269,113 @@ def test_past_its_deadline_a_successor_gives_up_and_a_later_one_adopts(
     finish(successor, state_file)
 
 
+# --- a standby successor ------------------------------------------------------------------------
+
+class Standby(Successor):
+    """``serve --adopt --standby``: announces {"event": "standby"}, adopts when told or when
+    the owner goes."""
+
+    def __init__(self, state_file: str) -> None:
+        super().__init__(state_file, "--standby")
+
+    def standing_by(self) -> dict[str, Any]:
+        self.start()
+        return self.next_event("standby")
+
+    def next_event(self, name: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            raise AssertionError(f"no {name} line; exit {self.proc.returncode}:\n{self.stderr}")
+        event: dict[str, Any] = json.loads(line)
+        assert event["event"] == name, event
+        if name == "ready":
+            self.devices = event["devices"]
+        return event
+
+
+def test_a_standby_adopts_the_moment_the_owner_crashes(
+    served: Gadget, state_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dmesg = kernel_log()
+    fio = Fio(served.dev(), tmp_path)
+    try:
+        standby = Standby(state_file)
+        event = standby.standing_by()
+        assert event["owner_pid"] == served.proc.pid
+        assert event["dev_ids"] == [served.devices[0]["dev_id"]]
+        fio.still_running()  # standing by touched nothing: the owner still serves
+        killed = time.monotonic()
+        served.proc.kill()
+        standby.next_event("ready")
+        ready_after = time.monotonic() - killed
+        assert served.stop() == -signal.SIGKILL
+        assert standby.dev() == served.dev()
+        fio.still_running()
+        report = fio.finish()
+    finally:
+        fio.kill()
+    finish(standby, state_file)
+    assert f"owner pid {served.proc.pid} exited: adopting" in standby.stderr, standby.stderr
+    assert io_errors(dmesg, served.dev()) == []
+    say(capsys, f"standby crash adoption: ready {ready_after * 1e3:.0f} ms after SIGKILL, "
+                f"longest fio write {longest_write_ms(report):.0f} ms")
+
+
+def test_sighup_to_a_standby_is_a_live_handover(
+    served: Gadget, state_file: str, tmp_path: Path
+) -> None:
+    dmesg = kernel_log()
+    fio = Fio(served.dev(), tmp_path)
+    try:
+        standby = Standby(state_file)
+        standby.standing_by()
+        standby.proc.send_signal(signal.SIGHUP)
+        standby.next_event("ready")
+        assert served.proc.wait(timeout=READY_TIMEOUT) == 0
+        assert served.stop() == 0, served.stderr
+        assert standby.dev() == served.dev()
+        fio.still_running()
+        fio.finish()
+    finally:
+        fio.kill()
+    finish(standby, state_file)
+    assert "taking over from the live owner now" in standby.stderr, standby.stderr
+    assert "to hand over (SIGHUP)" in standby.stderr, standby.stderr
+    assert io_errors(dmesg, served.dev()) == []
+
+
+def test_a_standby_told_to_stop_touches_nothing(served: Gadget, state_file: str) -> None:
+    before = Path(state_file).read_bytes()
+    standby = Standby(state_file)
+    standby.standing_by()
+    assert standby.stop() == 0, standby.stderr
+    assert "SIGTERM: no longer standing by; nothing was touched" in standby.stderr
+    assert Path(state_file).read_bytes() == before
+    data = os.urandom(MiB)  # the owner still serves, and can still hand over
+    with open(served.dev(), "r+b", buffering=0) as f:
+        f.write(data)
+        os.fsync(f.fileno())
+    successor = hand_over(served, state_file)
+    with open(successor.dev(), "rb", buffering=0) as f:
+        assert f.read(MiB) == data
+    finish(successor, state_file)
+
+
+def test_a_standby_whose_owner_stops_cleanly_adopts_nothing(
+    served: Gadget, state_file: str
+) -> None:
+    standby = Standby(state_file)
+    standby.standing_by()
+    assert served.stop() == 0, served.stderr  # SIGTERM: devices deleted, state file removed
+    assert standby.proc.wait(timeout=READY_TIMEOUT) == 0
+    assert standby.stop() == 0
+    assert "nothing to adopt" in standby.stderr, standby.stderr
+    assert not os.path.exists(state_file)
+
+
 # --- signals and bad state ---------------------------------------------------------------------
 
 def test_a_second_sighup_does_nothing_new(served: Gadget, state_file: str) -> None:

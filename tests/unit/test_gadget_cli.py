@@ -52,6 +52,7 @@ def assert_fails(result: subprocess.CompletedProcess[str], status: int, cause: s
         (("serve", "--device", "mem,size=1000"), "size=1000 is not a multiple of the block size 512"),
         (("serve", "--device", "null,size=1M,depth=4097"), "depth=4097 is out of range 1..4096"),
         (("serve", "--device", "mem,size=1M", "--device", "mem"), "target mem needs size="),
+        (("serve", "--device", "mem,size=1M", "--standby"), "--standby waits to adopt: it needs --adopt"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...], cause: str) -> None:

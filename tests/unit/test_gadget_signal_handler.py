@@ -99,3 +99,34 @@ def test_without_a_request_the_wait_times_out() -> None:
         assert stop.wait(0.01) is False
     finally:
         stop.close()
+
+
+def test_a_signal_the_python_handler_has_not_seen_yet_still_ends_the_wait() -> None:
+    """The race a standby (which waits with no timeout) would hang in: the signal lands just
+    before ``select`` blocks, so the Python handler, which runs between bytecodes, cannot run
+    until the wait ends. Made deterministic here: the main thread blocks the signal and a
+    helper thread takes it, so only the C-level handler runs during the wait; it must write
+    the wake-up fd that ``_signals_to`` installs."""
+    from ublk_gadget.daemon import _signals_to
+
+    stop = _StopRequest()
+    go = threading.Event()
+
+    def take_it_here() -> None:
+        go.wait()
+        signal.pthread_kill(threading.get_ident(), signal.SIGHUP)
+
+    helper = threading.Thread(target=take_it_here)
+    helper.start()  # before the mask below: the helper does not block SIGHUP
+    with _signals_to(stop):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            go.set()
+            started = time.monotonic()
+            stop.wait_readable(-1, 30.0)
+            assert time.monotonic() - started < 10.0, "only the timeout ended the wait"
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            helper.join()
+        assert stop.take_signal() == signal.SIGHUP  # the Python handler ran by now
+    assert signal.set_wakeup_fd(-1) == -1  # and the wake-up fd was put back

@@ -248,8 +248,9 @@ class Successor:
         return ServedDevice(rec.dev_id, int(info.flags), journal=self.journal)
 
     def run(self, seconds: float = 30.0) -> list[int]:
-        with Adoption(self.kernel, self.path, Deadline(seconds, self.kernel.clock)) as adoption:
-            return [dev.dev_id for dev in adoption.take(self.take_one)]
+        with Adoption(self.kernel, self.path) as adoption:
+            deadline = Deadline(seconds, self.kernel.clock)
+            return [dev.dev_id for dev in adoption.take(self.take_one, deadline)]
 
 
 @pytest.fixture
@@ -301,8 +302,8 @@ def test_the_daemon_chooses_how_the_devices_taken_are_let_go(
         handed.append(([d.dev_id for d in taken], str(error)))
 
     with pytest.raises(AdoptError):
-        with Adoption(kernel, path, Deadline(1, clock)) as adoption:
-            adoption.take(successor.take_one, let_go=let_go)
+        with Adoption(kernel, path) as adoption:
+            adoption.take(successor.take_one, Deadline(1, clock), let_go=let_go)
     assert handed == [([0], "device 1 was not released within 1 s (kernel server pid -1, "
                             "state 2)")]
     assert successor.journal == ["take 0", "failed 1"]  # nothing released behind its back
