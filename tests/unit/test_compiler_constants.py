@@ -2,7 +2,7 @@
 
 Values are printed by a C program compiled against the same include path the generator
 parsed (our stand-in <linux/ioctl.h> and <linux/errno.h> supply _IOWR and ENODEV, as the
-headers' users' includes would), for the ublk_cmd.h of 6.1, 6.12, 7.2 and io_uring.h.
+headers' users' includes would), for the ublk_cmd.h of 6.1, 6.12, the bundled one (7.2) and io_uring.h.
 """
 
 from __future__ import annotations
