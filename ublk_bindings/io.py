@@ -380,9 +380,8 @@ class Device:
         finally:
             self._ready[q_id].set()
 
-    def _open_char_dev(self) -> int:
+    def _open_char_dev(self, deadline: float) -> int:
         path = char_dev_path(self.dev_id)
-        deadline = time.monotonic() + self.ready_timeout
         while True:  # devtmpfs creates the node at once; udev may still be at work on it
             try:
                 return os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -391,10 +390,13 @@ class Device:
                     raise
                 time.sleep(0.01)
 
-    def _start_queues(self) -> None:
-        """Open the char device, start one thread per queue, wait until all have fetched."""
+    def _start_queues(self, deadline: float | None = None) -> None:
+        """Open the char device, start one thread per queue, wait until all have fetched;
+        all by ``deadline`` (``time.monotonic()``; default: ``ready_timeout`` from now)."""
         assert self.info is not None
-        self._fd = self._open_char_dev()
+        if deadline is None:
+            deadline = time.monotonic() + self.ready_timeout
+        self._fd = self._open_char_dev(deadline)
         n = self.info.nr_hw_queues
         self.queues = [None] * n
         self._ready = [threading.Event() for _ in range(n)]
@@ -403,7 +405,6 @@ class Device:
                                  name=f"ublk{self.dev_id}q{q_id}", daemon=True)
             self._threads.append(t)
             t.start()
-        deadline = time.monotonic() + self.ready_timeout
         for ev in self._ready:
             ev.wait(max(0.0, deadline - time.monotonic()))
         if self.errors:
@@ -467,7 +468,7 @@ class Device:
                     raise
                 time.sleep(0.02)
         try:
-            self._start_queues()
+            self._start_queues(deadline)  # the same deadline: ready_timeout bounds it all
             self.ctrl.end_user_recovery(dev_id)
         except BaseException:
             self._end_queues(grace=0)
