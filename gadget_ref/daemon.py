@@ -228,6 +228,8 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
     with _signals_to(stop), Control() as ctrl:
         with Adoption(ctrl, state_file) as adoption:
             records = adoption.state.devices
+            log.info("adopting %s (owner pid %d): devices %s", state_file,
+                     adoption.state.owner.pid, ", ".join(str(r.dev_id) for r in records))
             targets = _open_targets([r.device_spec() for r in records])  # before any signal
             by_id = {r.dev_id: t for r, t in zip(records, targets)}
             try:
