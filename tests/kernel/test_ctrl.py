@@ -111,11 +111,21 @@ def a_free_dev_id(ctrl: Control) -> int:
     raise AssertionError("no free dev_id")
 
 
+def kernel_header(release: str) -> Path | None:
+    """The ublk_cmd.h of kernel ``release`` (major.minor): headers/ if that is the bundled
+    one (its PROVENANCE's ``kernel:`` line), else a fixture of an older kernel, if we have it."""
+    bundled = FIXTURES.parents[2] / "headers"
+    kernel = re.search(r"^kernel:\s*(\d+\.\d+)", (bundled / "PROVENANCE").read_text(), re.M)
+    if kernel and kernel.group(1) == release:
+        return bundled / "ublk_cmd.h"
+    fixture = FIXTURES / release / "ublk_cmd.h"
+    return fixture if fixture.exists() else None
+
+
 def kernel_header_flags() -> dict[str, int] | None:
-    """UBLK_F_* of the running kernel's own ublk_cmd.h (tests/fixtures), if we bundle it."""
-    release = ".".join(os.uname().release.split(".")[:2])
-    header = FIXTURES / release / "ublk_cmd.h"
-    if not header.exists():
+    """UBLK_F_* of the running kernel's own ublk_cmd.h, if we bundle it."""
+    header = kernel_header(".".join(os.uname().release.split(".")[:2]))
+    if header is None:
         return None
     return {name: 1 << int(bit) for name, bit in re.findall(
         r"#define\s+(UBLK_F_\w+)\s+\(1U?L*\s*<<\s*(\d+)\)", header.read_text())}
