@@ -349,3 +349,19 @@ def test_put_many_queues_a_batch_and_falls_back_when_it_does_not_fit() -> None:
         while len(got) < 6:
             got += ring.reap()[0]
         assert sorted(got) == list(range(6))
+
+
+def test_a_liburing_laid_out_otherwise_is_driven_through_its_functions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ublk_bindings import ring as ring_module
+
+    # as if sqe_tail sat elsewhere: the check at set-up must refuse, and leave no trace
+    monkeypatch.setattr(ring_module, "_LIBURING_SQE_TAIL", ring_module._LIBURING_SQE_TAIL + 8)
+    with Ring(4) as ring:
+        assert ring._sqe_bytes is None
+        assert ring._lib.io_uring_sq_ready(ring._ring) == 0
+        ring.put_many([memoryview(nop_image(i)) for i in range(3)])
+        ring.put(nop_image(3))
+        ring.submit(wait_nr=4)
+        assert ring.reap() == ([0, 1, 2, 3], [0, 0, 0, 0])
