@@ -15,6 +15,11 @@ be let go and for its queues to be ready.  If it passes, or anything else fails,
 successor exits with status 1 and the devices it had taken go back to QUIESCED as after a
 crash (their I/O waits in the kernel); the state file is left as it was, so a later
 ``--adopt`` starts over from the same place.
+
+A standby (``--standby``) enters an :class:`Adoption` (the lock is then held: no other
+successor can adopt meanwhile), opens the targets, and waits on the owner's pidfd
+(:func:`watch_owner`) before :meth:`Adoption.take`: after a crash nothing is left to load, so
+the devices are back as soon as the kernel lets go of them.
 """
 
 from __future__ import annotations
