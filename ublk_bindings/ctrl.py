@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .errors import UblkError, UblkTimeout
 from .ring import Ring
@@ -64,6 +65,10 @@ __all__ = ["CONTROL_PATH", "Control", "char_dev_path", "block_dev_path", "NEW_DE
 
 CONTROL_PATH = "/dev/ublk-control"
 NEW_DEV_ID = 0xFFFF_FFFF
+
+AbortCheck = Callable[[], Union[BaseException, None]]
+"""Asked while START_DEV or END_USER_RECOVERY waits: an exception to give up with, or None."""
+ABORT_POLL_S = 0.1
 """``dev_id`` for ``ADD_DEV`` that lets the driver pick the number."""
 _NO_QUEUE = 0xFFFF  # ublksrv_ctrl_cmd.queue_id "must be -1 if the cmd isn't for queue"
 _AFFINITY_BYTES = 1024  # a cpumask for up to 8192 CPUs (NR_CPUS on Debian); len is a __u16
@@ -191,6 +196,7 @@ class Control:
         buf: _Buffer | None = None,
         data: int = 0,
         dev_path: bool = False,
+        abort_if: AbortCheck | None = None,
     ) -> int:
         """Issue ``cmd`` and wait for its completion; ``buf`` is the in/out buffer."""
         if self._fd < 0:
@@ -219,7 +225,7 @@ class Control:
         self._ring.prep_uring_cmd(self._fd, opcode, header, user_data)
         if wire is not None:
             self._ring.hold(user_data, wire)
-        res = self._wait(user_data, cmd.name)
+        res = self._wait(user_data, cmd.name, abort_if)
         if res < 0:
             raise UblkError(-res, cmd.name)
         if wire is not buf and buf is not None and wire is not None:
@@ -227,11 +233,22 @@ class Control:
                            ctypes.sizeof(buf))
         return res
 
-    def _wait(self, user_data: int, name: str) -> int:
+    def _wait(self, user_data: int, name: str, abort_if: AbortCheck | None = None) -> int:
+        """The completion of ``user_data``. With ``abort_if``, it is asked every
+        :data:`ABORT_POLL_S` while the command waits; an exception it returns is raised and
+        the command stays in flight (its buffers held), as after a timeout."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            slice_s = left if abort_if is None else min(ABORT_POLL_S, left or ABORT_POLL_S)
             try:
-                self._ring.submit(wait_nr=1, timeout=self.timeout)
+                self._ring.submit(wait_nr=1, timeout=slice_s)
             except UblkTimeout:
+                failure = abort_if() if abort_if is not None else None
+                if failure is not None:
+                    raise failure from None
+                if deadline is None or time.monotonic() < deadline:
+                    continue
                 raise UblkTimeout(name, self.timeout or 0.0) from None
             for ud, res in zip(*self._ring.reap()):
                 if ud == user_data:  # others: late completions of commands that timed out
@@ -270,14 +287,18 @@ class Control:
         self._run(_DEL_DEV_ASYNC, dev_id)
         self._unprivileged.discard(dev_id)
 
-    def start_dev(self, dev_id: int, daemon_pid: int | None = None) -> None:
+    def start_dev(self, dev_id: int, daemon_pid: int | None = None, *,
+                  abort_if: AbortCheck | None = None) -> None:
         """Create ``/dev/ublkbN``; ``daemon_pid`` (default: this process) serves the queues.
 
         Blocks in the kernel until every tag of every queue has a FETCH_REQ outstanding,
         then through add_disk. Call it from a thread that serves no queue, after (or while)
         the queue threads submit their FETCHes; :class:`~ublk_bindings.io.Device` does this.
+        A FETCH the driver refused is never outstanding, so the wait would last until this
+        Control closes: ``abort_if`` (say, "did a queue thread fail?") ends it early.
         """
-        self._run(_START_DEV, dev_id, data=os.getpid() if daemon_pid is None else daemon_pid)
+        self._run(_START_DEV, dev_id, data=os.getpid() if daemon_pid is None else daemon_pid,
+                  abort_if=abort_if)
 
     def stop_dev(self, dev_id: int) -> None:
         """Remove ``/dev/ublkbN``; the queues' outstanding FETCHes complete with ABORT."""
@@ -343,8 +364,9 @@ class Control:
         is still open or the device is not yet quiesced/failing)."""
         self._run(_START_USER_RECOVERY, dev_id)
 
-    def end_user_recovery(self, dev_id: int, daemon_pid: int | None = None) -> None:
+    def end_user_recovery(self, dev_id: int, daemon_pid: int | None = None, *,
+                          abort_if: AbortCheck | None = None) -> None:
         """Hand the device to ``daemon_pid``'s queues; blocks like :meth:`start_dev`."""
         self._run(_END_USER_RECOVERY, dev_id,
-                  data=os.getpid() if daemon_pid is None else daemon_pid)
+                  data=os.getpid() if daemon_pid is None else daemon_pid, abort_if=abort_if)
 

@@ -352,6 +352,7 @@ class Device:
         self._threads: list[threading.Thread] = []
         self._ready: list[threading.Event] = []
         self._fd = -1
+        self._abandoned = False  # a START_DEV/END_USER_RECOVERY given up while in flight
 
     @property
     def dev_id(self) -> int:
@@ -436,6 +437,14 @@ class Device:
             os.close(self._fd)
             self._fd = -1
 
+    def _queue_failed(self) -> BaseException | None:
+        """Why START_DEV/END_USER_RECOVERY will never return: a queue thread that died (its
+        FETCHes are gone, so the device never becomes ready); else None."""
+        if self.errors:
+            self._abandoned = True
+            return self.errors[0]
+        return None
+
     # -- life cycle -------------------------------------------------------------------------
 
     def create(self, info: ublksrv_ctrl_dev_info, params: ublk_params) -> Device:
@@ -444,7 +453,7 @@ class Device:
         try:
             self.ctrl.set_params(self.dev_id, params)
             self._start_queues()
-            self.ctrl.start_dev(self.dev_id)
+            self.ctrl.start_dev(self.dev_id, abort_if=self._queue_failed)
         except BaseException:
             self.stop(raise_errors=False)
             raise
@@ -469,7 +478,7 @@ class Device:
                 time.sleep(0.02)
         try:
             self._start_queues(deadline)  # the same deadline: ready_timeout bounds it all
-            self.ctrl.end_user_recovery(dev_id)
+            self.ctrl.end_user_recovery(dev_id, abort_if=self._queue_failed)
         except BaseException:
             self._end_queues(grace=0)
             raise
@@ -509,7 +518,9 @@ class Device:
                 self._end_queues(grace=5.0)
         finally:
             self.info = None
-            self._delete(dev_id, wait_deleted)
+            # an abandoned START_DEV holds the device until this Control closes: DEL_DEV
+            # would wait for that forever
+            self._delete(dev_id, wait_deleted and not self._abandoned)
         if raise_errors and self.errors:
             raise self.errors[0]
 

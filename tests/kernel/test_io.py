@@ -199,6 +199,44 @@ def test_start_failure_leaves_no_device(ctrl: Control) -> None:
     assert {n for n in set(os.listdir("/dev")) - before if n.startswith("ublk")} == set()
 
 
+def refuse_one_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make queue 0's FETCH of tag 0 name a tag the driver does not have: it fails (EINVAL),
+    that tag never fetches, so the device can never become ready."""
+    from ublk_bindings import io as ublk_io
+    from ublk_bindings.ring import SQE_CMD_OFFSET
+    from ublk_bindings.ublk_cmd import ublksrv_io_cmd
+
+    prepare = ublk_io.Queue._prepare_sqes
+
+    def prepare_one_bad(self: ublk_io.Queue, fd: int, base: int, ops: tuple[int, int, int]) -> None:
+        prepare(self, fd, base, ops)
+        if self.q_id == 0:
+            ublksrv_io_cmd.from_buffer(self._fetch_sqe[0], SQE_CMD_OFFSET).tag = 4000
+
+    monkeypatch.setattr(ublk_io.Queue, "_prepare_sqes", prepare_one_bad)
+
+
+def test_a_fetch_the_driver_refuses_fails_start_with_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # START_DEV waits for every tag's FETCH; one refused would keep it waiting for good (the
+    # gadget's Control has no timeout; this one's only turns a regression into UblkTimeout):
+    # Device gives up when the queue thread dies, names the FETCH's error, leaves no device.
+    refuse_one_fetch(monkeypatch)
+    before = set(os.listdir("/dev"))
+    with Control(timeout=TIMEOUT) as ctrl:
+        dev = Device(ctrl, Memory().handlers)
+        with pytest.raises(UblkError, match=r"^FETCH/COMMIT_AND_FETCH_REQ \(queue 0, tag 0\) "
+                                            r"failed: EINVAL"):
+            dev.create(dev_info(queues=2), basic_params())
+        assert ctrl.get_features()  # the Control still works, the START_DEV left behind it
+    # closing the Control cancelled that START_DEV, which held the deleted device
+    deadline = time.monotonic() + TIMEOUT
+    while {n for n in set(os.listdir("/dev")) - before if n.startswith("ublk")}:
+        assert time.monotonic() < deadline, "the device outlived its Control"
+        time.sleep(0.1)
+
+
 def test_every_queue_serves(ctrl: Control, tmp_path: Path) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     mem = Memory()
