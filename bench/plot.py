@@ -15,7 +15,7 @@ from pathlib import Path
 from .latlog import LatLog, Stall
 
 COLORS = {"handover": "tab:orange", "crash": "tab:red"}
-LABELS = {"handover": "live handover (SIGHUP, --adopt)", "crash": "crash adoption (SIGKILL, --adopt)"}
+LABELS = {"handover": "live handover (SIGHUP, --adopt)", "crash": "crash adoption (SIGKILL, standby --adopt)"}
 
 
 def latency_over_time(
