@@ -26,6 +26,7 @@ import ctypes
 import errno
 import time
 import weakref
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -254,47 +255,34 @@ class Ring:
         return view
 
     def put(self, image: memoryview | bytes) -> None:
-        """Queue a prepared SQE: ``image`` is its ``sqe_size`` bytes, copied into a slot.
+        """Queue a prepared SQE: ``image`` is its ``sqe_size`` bytes, copied into a slot."""
+        self.put_many((image,))
 
-        The copy goes straight into the mapped SQE array and advances liburing's tail, as
-        ``io_uring_get_sqe`` would; only a full SQ (the kernel stopped short of the last
-        batch) submits first.
+    def put_many(self, images: Sequence[memoryview | bytes]) -> None:
+        """Queue prepared SQEs, each copied straight into the mapped SQE array.
+
+        liburing's tail is advanced as ``io_uring_get_sqe`` would, written once at the end;
+        only a full SQ (the kernel stopped short of the last batch) submits first.
         """
-        sqes, tail_word = self._sqe_bytes, self._sq_tail_word
-        if sqes is None or tail_word is None:  # liburing is not laid out as expected
-            self._put_ffi(image)
-            return
-        tail = tail_word[0]
-        khead = self._sq_khead
-        assert khead is not None
-        if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask:
-            self.submit()
-            if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask:
-                raise UblkError(errno.EBUSY, "io_uring SQ still full after a submit")
-        size = self.sqe_size
-        at = (tail & self._sq_mask) * size
-        sqes[at:at + size] = image
-        tail_word[0] = (tail + 1) & 0xFFFFFFFF
-
-    def put_many(self, images: list[memoryview]) -> None:
-        """:meth:`put` for a batch: one call, and liburing's tail written once at the end."""
-        sqes, tail_word = self._sqe_bytes, self._sq_tail_word
-        if sqes is None or tail_word is None:
+        sqes, tail_word, khead = self._sqe_bytes, self._sq_tail_word, self._sq_khead
+        if sqes is None or tail_word is None or khead is None:  # liburing laid out otherwise
             for image in images:
                 self._put_ffi(image)
             return
-        tail = tail_word[0]
-        khead = self._sq_khead
-        assert khead is not None
-        if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask + 1 - len(images):
-            for image in images:  # not room for all: one by one, submitting when full
-                self.put(image)
-            return
         size, mask = self.sqe_size, self._sq_mask
+        tail = tail_word[0]
+        room = mask + 1 - ((tail - khead[0]) & 0xFFFFFFFF)
         for image in images:
+            if not room:
+                tail_word[0] = tail & 0xFFFFFFFF
+                self.submit()
+                room = mask + 1 - ((tail - khead[0]) & 0xFFFFFFFF)
+                if not room:
+                    raise UblkError(errno.EBUSY, "io_uring SQ still full after a submit")
             at = (tail & mask) * size
             sqes[at:at + size] = image
             tail += 1
+            room -= 1
         tail_word[0] = tail & 0xFFFFFFFF
 
     def _put_ffi(self, image: memoryview | bytes) -> None:
