@@ -65,11 +65,10 @@ __all__ = ["CONTROL_PATH", "Control", "char_dev_path", "block_dev_path", "NEW_DE
 
 CONTROL_PATH = "/dev/ublk-control"
 NEW_DEV_ID = 0xFFFF_FFFF
-
+"""``dev_id`` for ``ADD_DEV`` that lets the driver pick the number."""
 AbortCheck = Callable[[], Union[BaseException, None]]
 """Asked while START_DEV or END_USER_RECOVERY waits: an exception to give up with, or None."""
 ABORT_POLL_S = 0.1
-"""``dev_id`` for ``ADD_DEV`` that lets the driver pick the number."""
 _NO_QUEUE = 0xFFFF  # ublksrv_ctrl_cmd.queue_id "must be -1 if the cmd isn't for queue"
 _AFFINITY_BYTES = 1024  # a cpumask for up to 8192 CPUs (NR_CPUS on Debian); len is a __u16
 
@@ -240,7 +239,9 @@ class Control:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            slice_s = left if abort_if is None else min(ABORT_POLL_S, left or ABORT_POLL_S)
+            slice_s = left
+            if abort_if is not None:
+                slice_s = ABORT_POLL_S if left is None else min(ABORT_POLL_S, left)
             try:
                 self._ring.submit(wait_nr=1, timeout=slice_s)
             except UblkTimeout:
