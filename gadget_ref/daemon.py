@@ -176,10 +176,14 @@ def _open_targets(specs: Sequence[DeviceSpec]) -> list[Target]:
         for spec in specs:
             opened.append(open_target(spec))
     except BaseException:
-        for target in opened:
-            target.close()
+        _close_all(opened)
         raise
     return opened
+
+
+def _close_all(targets: Sequence[Target]) -> None:
+    for target in targets:
+        target.close()
 
 
 def _state(devices: Sequence[Device]) -> DaemonState:
@@ -210,8 +214,7 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
                 raise
             _serve(ctrl, stop, devices, state_file)
     finally:
-        for target in targets:
-            target.close()
+        _close_all(targets)
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
     return 0
@@ -234,22 +237,19 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
             by_id = {r.dev_id: t for r, t in zip(records, targets)}
             try:
                 if standby and not _stand_by(adoption, stop):
-                    for target in targets:
-                        target.close()
+                    _close_all(targets)
                     return 0
                 devices = adoption.take(
                     lambda rec, info, deadline: Device.adopt(ctrl, rec, by_id[rec.dev_id],
                                                              deadline.remaining()),
                     Deadline(deadline_s), let_go=_exit_letting_go)
             except BaseException:
-                for target in targets:
-                    target.close()
+                _close_all(targets)
                 raise
         try:
             _serve(ctrl, stop, devices, state_file)
         finally:
-            for target in targets:
-                target.close()
+            _close_all(targets)
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
     return 0

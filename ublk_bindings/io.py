@@ -237,8 +237,8 @@ class Queue:
 
         The hot loop: one ``io_uring_enter`` per batch submits the previous batch's commits
         and waits; each ready tag then costs the handler call, one field write and, with the
-        batch, one SQE copy into the ring. After a kick the batch in hand is finished and its commits are submitted, so
-        no request the handler completed is lost.
+        batch, one SQE copy into the ring. After a kick the batch in hand is finished and its
+        commits are submitted, so no request the handler completed is lost.
         """
         if not self._fetched:
             self.fetch()
