@@ -29,7 +29,7 @@ import errno
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from ublk_bindings import (
@@ -40,6 +40,7 @@ from ublk_bindings import (
 )
 from ublk_bindings.errors import UblkError
 
+from .backing import Backing
 from .handover import Deadline, Releasable
 from .owner import Owner, OwnerMismatch, ProcessIdentity, boot_id
 from .state import DaemonState, DeviceState, adoption_lock, read_state, write_state
@@ -199,14 +200,16 @@ class Adoption:
         return True
 
     def take(self, take_one: TakeOne[R], deadline: Deadline,
-             let_go: Callable[[list[R], BaseException], None] = release_each) -> list[R]:
+             let_go: Callable[[list[R], BaseException], None] = release_each,
+             backings: Mapping[int, Backing | None] | None = None) -> list[R]:
         """Ask the owner to let go, take every device in dev_id order, rewrite the state;
         ``deadline`` (counted from now, not from entering) bounds the whole of it.
 
         On any failure ``let_go`` gets the devices taken so far (the daemon exits, so that the
         kernel releases them as after a crash: see ``handover.exit_releasing``), the state
         file is left as it was, and the error (AdoptError for the kernel's refusals)
-        propagates.
+        propagates.  ``backings`` (the successor's opened targets) completes the records of a
+        version 1 state file when it is rewritten.
         """
         owner = ask_owner_to_let_go(self.ctrl, self.state.owner, self.infos)
         taken: list[R] = []
@@ -217,7 +220,7 @@ class Adoption:
                 except UblkError as e:
                     raise AdoptError(_explain(rec, e, self.ctrl, deadline)) from e
                 log.info("device %d adopted", rec.dev_id)
-            write_state(self.path, self.state.with_owner(ProcessIdentity.current()))
+            write_state(self.path, self.state.with_owner(ProcessIdentity.current(), backings))
         except BaseException as e:
             if taken:
                 let_go(taken, e)

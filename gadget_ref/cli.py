@@ -19,6 +19,7 @@ from ublk_bindings.errors import LiburingUnavailable
 
 from . import daemon
 from .adopt import DEFAULT_DEADLINE_S, AdoptError
+from .backing import DEFAULT_MEMORY_DIR
 from .handover import parse_duration
 from .spec import TARGETS, SpecError, parse_spec
 from .state import StateError
@@ -31,7 +32,8 @@ EXIT_USAGE = 2
 SPEC_HELP = f"""\
 SPEC is TARGET[,key=value...] with TARGET one of {", ".join(TARGETS)}:
   null    reads return zeroes, writes are dropped      (needs size=)
-  mem     RAM-backed, allocated as written             (needs size=)
+  mem     RAM-backed, allocated as written             (needs size=); with
+          --state-file its memory is a file in --memory-dir, so it survives a handover
   file    a regular file or a block device             (needs path=)
 keys:
   size=N        bytes, with K/M/G/T suffixes; a file target defaults to the file's size
@@ -75,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-file", metavar="PATH",
                        help="keep the owned devices' state here (JSON, replaced atomically); "
                        "SIGHUP then hands them over to a successor started with --adopt")
+    serve.add_argument("--memory-dir", metavar="DIR", default=DEFAULT_MEMORY_DIR,
+                       help="with --state-file: where mem devices keep their memory, a file each "
+                       "on this tmpfs that outlives the process for a successor (default "
+                       f"{DEFAULT_MEMORY_DIR}); a clean stop removes them")
     serve.add_argument("--adopt", action="store_true",
                        help="take over the devices of --state-file from the gadget serving them "
                        "(asked to hand over with SIGHUP) or from one that died")
@@ -124,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise daemon.UsageError("the following arguments are required: --device "
                                         "(or --adopt --state-file PATH)")
             specs = [parse_spec(text) for text in args.device]
-            return daemon.serve(specs, state_file=args.state_file)
+            return daemon.serve(specs, state_file=args.state_file, memory_dir=args.memory_dir)
         if args.command == "features":
             return daemon.print_features(as_json=args.json)
         return daemon.print_devices(as_json=args.json)

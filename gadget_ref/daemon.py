@@ -15,7 +15,7 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
@@ -31,8 +31,9 @@ from .adopt import Adoption, watch_owner
 from .device import DAEMON_SIGNALS, Device
 from .handover import Deadline
 from .spec import DeviceSpec
+from .backing import DEFAULT_MEMORY_DIR
 from .state import DaemonState, DeviceState, refuse_existing, remove_state, write_state
-from .targets import Target, open_target
+from .targets import Target, open_target, reopen_target
 
 __all__ = ["CONTROL_PATH", "GadgetError", "UsageError", "serve", "adopt", "print_features",
            "print_devices", "device_flags"]
@@ -170,15 +171,24 @@ def _signals_to(stop: _StopRequest) -> Iterator[None]:
         stop.close()
 
 
-def _open_targets(specs: Sequence[DeviceSpec]) -> list[Target]:
+def _open_targets(open_one: Callable[[int], Target], count: int, fresh: bool) -> list[Target]:
+    """``open_one(i)`` for each of ``count`` targets; on a failure, what was opened is closed
+    (and, if ``fresh``, what was created for it removed: no device ever served it)."""
     opened: list[Target] = []
     try:
-        for spec in specs:
-            opened.append(open_target(spec))
+        for i in range(count):
+            opened.append(open_one(i))
     except BaseException:
+        if fresh:
+            _remove_all(opened)
         _close_all(opened)
         raise
     return opened
+
+
+def _remove_all(targets: Sequence[Target]) -> None:
+    for target in targets:
+        target.remove()
 
 
 def _close_all(targets: Sequence[Target]) -> None:
@@ -188,17 +198,26 @@ def _close_all(targets: Sequence[Target]) -> None:
 
 def _state(devices: Sequence[Device]) -> DaemonState:
     return DaemonState.owned_by_this_process(
-        DeviceState.of(d.dev_id, d.spec, d.flags) for d in devices
+        DeviceState.of(d.dev_id, d.spec, d.flags, d.target.backing()) for d in devices
     )
 
 
-def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
-    """``ublk-gadget serve``: returns the exit status once every device is gone or handed over."""
+def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
+          memory_dir: str = DEFAULT_MEMORY_DIR) -> int:
+    """``ublk-gadget serve``: returns the exit status once every device is gone or handed over.
+
+    With a state file, a mem device's memory is a file under ``memory_dir`` (a tmpfs), so that
+    it outlives this process for a successor; without one, a memfd.
+    """
     if state_file is not None:
         refuse_existing(state_file)
-    targets = _open_targets(specs)  # bad input fails here, before any device exists
+    specs = [spec.absolute() for spec in specs]  # a successor may run elsewhere
+    where = memory_dir if state_file is not None else None
+    # Bad input fails here, before any device exists.
+    targets = _open_targets(lambda i: open_target(specs[i], where), len(specs), fresh=True)
     stop = _StopRequest()
     devices: list[Device] = []
+    unserved = list(targets)  # a target leaves this list once a device serves it
     try:
         with _signals_to(stop), Control() as ctrl:
             flags = device_flags(ctrl.features)
@@ -207,6 +226,7 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
                     if stop.is_set():
                         break
                     devices.append(Device.create(ctrl, spec.with_size(target.size), target, flags))
+                    unserved.remove(target)
                 if not stop.is_set() and state_file is not None:
                     write_state(state_file, _state(devices))
             except BaseException:
@@ -214,6 +234,7 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None) -> int:
                 raise
             _serve(ctrl, stop, devices, state_file)
     finally:
+        _remove_all(unserved)  # setup failed or was stopped before they were served
         _close_all(targets)
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
@@ -233,7 +254,9 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
             records = adoption.state.devices
             log.info("adopting %s (owner pid %d): devices %s", state_file,
                      adoption.state.owner.pid, ", ".join(str(r.dev_id) for r in records))
-            targets = _open_targets([r.device_spec() for r in records])  # before any signal
+            targets = _open_targets(  # the same files and memory as before any signal
+                lambda i: reopen_target(records[i].device_spec(), records[i].backing,
+                                        f"device {records[i].dev_id}"), len(records), fresh=False)
             by_id = {r.dev_id: t for r, t in zip(records, targets)}
             try:
                 if standby and not _stand_by(adoption, stop):
@@ -242,7 +265,8 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
                 devices = adoption.take(
                     lambda rec, info, deadline: Device.adopt(ctrl, rec, by_id[rec.dev_id],
                                                              deadline.remaining()),
-                    Deadline(deadline_s), let_go=_exit_letting_go)
+                    Deadline(deadline_s), let_go=_exit_letting_go,
+                    backings={r.dev_id: t.backing() for r, t in zip(records, targets)})
             except BaseException:
                 _close_all(targets)
                 raise

@@ -150,4 +150,5 @@ class Device:
         at once either way.
         """
         self._ublk.stop(wait_deleted=False)
+        self.target.remove()  # the device is gone: so is what only it could read
         log.info("%s: deleted", self.block_device)

@@ -9,6 +9,7 @@ it opens, still before any device is added.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 
@@ -50,6 +51,12 @@ class DeviceSpec:
     def with_size(self, size: int) -> DeviceSpec:
         """This SPEC with its size resolved (file targets learn it when they open)."""
         return dataclasses.replace(self, size=size)
+
+    def absolute(self) -> DeviceSpec:
+        """This SPEC with its path absolute: a successor may run in another directory."""
+        if self.path is None:
+            return self
+        return dataclasses.replace(self, path=os.path.abspath(self.path))
 
     def __str__(self) -> str:
         """The canonical SPEC text: parses back to an equal DeviceSpec."""

@@ -17,11 +17,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .backing import Backing, BackingError, open_trusted
 from .owner import ProcessIdentity
 from .spec import DeviceSpec, SpecError, parse_spec
 
 STATE_FORMAT = "ublk-gadget-state"
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2 records each device's backing file (path and identity); 1 (read still: a successor
+adopts from an owner of the previous release) did not, and its mem devices are refused."""
+READ_VERSIONS = (1, 2)
 
 
 class StateError(ValueError):
@@ -47,12 +51,15 @@ class DeviceState:
     block_size: int
     size: int
     flags: int  # UBLK_F_* the device was added with, as the kernel wrote them back
+    backing: Backing | None = None  # the file or memory file served; None for null
 
     @classmethod
-    def of(cls, dev_id: int, spec: DeviceSpec, flags: int) -> DeviceState:
+    def of(cls, dev_id: int, spec: DeviceSpec, flags: int,
+           backing: Backing | None = None) -> DeviceState:
         if spec.size is None:
             raise ValueError(f"device {dev_id}: record the spec once its size is resolved")
-        return cls(dev_id, str(spec), spec.queues, spec.depth, spec.block_size, spec.size, flags)
+        return cls(dev_id, str(spec), spec.queues, spec.depth, spec.block_size, spec.size, flags,
+                   backing)
 
     def device_spec(self) -> DeviceSpec:
         """The SPEC the device was served with (already validated when the file was read)."""
@@ -75,8 +82,15 @@ class DaemonState:
     def owned_by_this_process(cls, devices: Iterable[DeviceState]) -> DaemonState:
         return cls(owner=ProcessIdentity.current(), devices=tuple(sorted(devices, key=_dev_id)))
 
-    def with_owner(self, owner: ProcessIdentity) -> DaemonState:
-        return replace(self, owner=owner)
+    def with_owner(self, owner: ProcessIdentity,
+                   backings: Mapping[int, Backing | None] | None = None) -> DaemonState:
+        """This state as ``owner`` serves it, in this version's format; ``backings`` fills in
+        what a version 1 file did not record (from the targets the new owner opened)."""
+        devices = self.devices
+        if backings:
+            devices = tuple(replace(d, backing=d.backing or backings.get(d.dev_id))
+                            for d in devices)
+        return replace(self, owner=owner, devices=devices, version=STATE_VERSION)
 
     def to_json(self) -> dict[str, Any]:
         o = self.owner
@@ -99,6 +113,8 @@ class DaemonState:
                     "block_size": d.block_size,
                     "size": d.size,
                     "flags": d.flags,
+                    "backing": None if d.backing is None else {
+                        "path": d.backing.path, "dev": d.backing.dev, "ino": d.backing.ino},
                 }
                 for d in self.devices
             ],
@@ -146,6 +162,9 @@ class _Fields:
             raise ValueError(f"{self._name(key)}: expected a list of strings, got {value!r}")
         return tuple(value)
 
+    def optional(self, key: str) -> object:
+        return self.data.get(key)
+
     def items(self, key: str) -> list[object]:
         value = self._get(key)
         if not isinstance(value, list):
@@ -161,11 +180,25 @@ def _kind(value: object) -> str:
 
 _TOP = ("format", "version", "owner", "devices")
 _OWNER = ("pid", "start_time", "boot_id", "exe", "cmdline")
-_DEVICE = ("dev_id", "spec", "queues", "depth", "block_size", "size", "flags")
+_DEVICE = ("dev_id", "spec", "queues", "depth", "block_size", "size", "flags", "backing")
+_BACKING = ("path", "dev", "ino")
 
 
-def _device(data: object, where: str) -> DeviceState:
+def _backing(data: object, where: str) -> Backing | None:
+    if data is None:
+        return None
+    f = _Fields(data, where, _BACKING)
+    path = f.text("path")
+    if not os.path.isabs(path):
+        raise ValueError(f"{where}.path: {path!r} is not an absolute path")
+    return Backing(path=path, dev=f.uint("dev"), ino=f.uint("ino"))
+
+
+def _device(data: object, where: str, version: int) -> DeviceState:
     f = _Fields(data, where, _DEVICE)
+    backing = _backing(f.optional("backing"), f"{where}.backing")
+    if version >= 2 and "backing" not in f.data:
+        raise ValueError(f"{where}.backing: missing")
     record = DeviceState(
         dev_id=f.uint("dev_id"),
         spec=f.text("spec"),
@@ -174,11 +207,15 @@ def _device(data: object, where: str) -> DeviceState:
         block_size=f.uint("block_size"),
         size=f.uint("size"),
         flags=f.uint("flags"),
+        backing=backing,
     )
     try:
         spec = parse_spec(record.spec)
     except SpecError as e:
         raise ValueError(f"{where}.spec: {e}") from None
+    if version >= 2 and (backing is None) != (spec.target == "null"):
+        raise ValueError(f"{where}.backing: a {spec.target} device "
+                         + ("has no backing file" if spec.target == "null" else "needs one"))
     for key, value in (("queues", spec.queues), ("depth", spec.depth),
                        ("block_size", spec.block_size), ("size", spec.size)):
         if getattr(record, key) != value:
@@ -191,10 +228,12 @@ def parse_state(data: object) -> DaemonState:
     if not isinstance(data, Mapping) or data.get("format") != STATE_FORMAT:
         raise StateForeign(f"not a {STATE_FORMAT} file (no \"format\": \"{STATE_FORMAT}\")")
     version = data.get("version")
-    if version != STATE_VERSION:
+    if isinstance(version, bool) or version not in READ_VERSIONS:
         raise StateForeign(
-            f"state version {version!r} is not supported (this ublk-gadget reads {STATE_VERSION})"
+            f"state version {version!r} is not supported (this ublk-gadget reads "
+            f"{' and '.join(map(str, READ_VERSIONS))})"
         )
+    assert isinstance(version, int)
     top = _Fields(data, "", _TOP)
     o = _Fields(top._get("owner"), "owner", _OWNER)
     owner = ProcessIdentity(
@@ -204,7 +243,8 @@ def parse_state(data: object) -> DaemonState:
         exe=o.text("exe"),
         cmdline=o.texts("cmdline"),
     )
-    devices = [_device(d, f"devices[{i}]") for i, d in enumerate(top.items("devices"))]
+    devices = [_device(d, f"devices[{i}]", version)
+               for i, d in enumerate(top.items("devices"))]
     seen: set[int] = set()
     for d in devices:
         if d.dev_id in seen:
@@ -216,10 +256,12 @@ def parse_state(data: object) -> DaemonState:
 def read_state(path: str) -> DaemonState:
     """Read and validate ``path``; StateMissing if absent, StateError for anything else wrong."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_trusted(path, os.O_RDONLY, "state file"), "rb") as f:
             raw = f.read()
     except FileNotFoundError:
         raise StateMissing(f"{path}: no state file (nothing was handed over)") from None
+    except BackingError as e:
+        raise StateError(f"refusing the {e}") from None
     except OSError as e:
         raise StateError(f"{path}: cannot read the state file: {e.strerror}") from None
     try:

@@ -10,11 +10,13 @@ small) and raises TargetError, before any ublk device exists.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import stat
 
+from .backing import Backing, BackingError, create_memory, open_trusted
 from .fallocate import punch_hole, zero_range
 from .spec import DeviceSpec
 
@@ -69,8 +71,15 @@ class Target:
     def write_zeroes(self, offset: int, length: int, unmap: bool) -> None:
         raise NotImplementedError
 
+    def backing(self) -> Backing | None:
+        """The file a successor must find again to serve the same data (None: no data)."""
+        return None
+
     def close(self) -> None:
-        """Release what the target holds; idempotent."""
+        """Release what the target holds; idempotent.  The data stays (a handover)."""
+
+    def remove(self) -> None:
+        """The device is deleted: drop data that only it could reach (a mem target's file)."""
 
     def describe(self) -> dict[str, object]:
         """Facts for the ready line and logs."""
@@ -97,47 +106,83 @@ class NullTarget(Target):
 
 
 class MemTarget(Target):
-    """RAM-backed: an anonymous private mapping, populated only where written."""
+    """RAM-backed: a sparse tmpfs file or memfd (``backing.create_memory``), filled as written.
+
+    Read and written with ``preadv``/``pwritev``, not through a mapping: a full tmpfs then
+    fails the write with ENOSPC for the application to see, where a store into a mapping
+    would kill the server with SIGBUS.  ``path`` is the file's name when it must outlive this
+    process (a handover); :meth:`remove` deletes it once the device is gone.
+    """
 
     kind = "mem"
 
-    def __init__(self, size: int, block_size: int, read_only: bool) -> None:
+    def __init__(self, fd: int, path: str | None, size: int, block_size: int,
+                 read_only: bool) -> None:
         super().__init__(size, block_size, read_only)
+        self.fd = fd
+        self.path = path
+
+    @classmethod
+    def create(cls, spec: DeviceSpec, memory_dir: str | None) -> MemTarget:
+        assert spec.size is not None
         try:
-            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        except OSError as e:  # the kernel's overcommit check: far more than RAM + swap
-            raise TargetError(f"mem target: cannot reserve size={size} bytes of memory: "
-                              f"{e.strerror}") from None
-        self._mem = memoryview(self._map)
+            fd, path = create_memory(spec.size, memory_dir)
+        except (BackingError, OSError) as e:
+            raise TargetError(f"mem target: {e}") from None
+        return cls(fd, path, spec.size, spec.block_size, spec.read_only)
+
+    @classmethod
+    def reopen(cls, spec: DeviceSpec, backing: Backing) -> MemTarget:
+        """The memory a previous server left in ``backing``, checked to be that very file."""
+        assert spec.size is not None
+        try:
+            fd = open_trusted(backing.path, os.O_RDWR, "memory file")
+        except FileNotFoundError:
+            raise TargetError(f"mem target: memory file {backing.path} is gone: the data of "
+                              "this device is lost") from None
+        except (BackingError, OSError) as e:
+            raise TargetError(f"mem target: {e}") from None
+        try:
+            backing.check(fd, "mem target")
+            if os.fstat(fd).st_size != spec.size:
+                raise TargetError(f"mem target: memory file {backing.path} is "
+                                  f"{os.fstat(fd).st_size} bytes, the device {spec.size}")
+        except BackingError as e:
+            os.close(fd)
+            raise TargetError(str(e)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, backing.path, spec.size, spec.block_size, spec.read_only)
 
     def read(self, offset: int, view: memoryview) -> int:
-        n = len(view)
-        view[:] = self._mem[offset : offset + n]
-        return n
+        return os.preadv(self.fd, [view], offset)
 
     def write(self, offset: int, view: memoryview, fua: bool) -> int:
-        n = len(view)
-        self._mem[offset : offset + n] = view
-        return n
+        return os.pwritev(self.fd, [view], offset)
 
     def discard(self, offset: int, length: int) -> None:
-        """Give whole pages back to the kernel (they read as zeroes again), zero the edges."""
-        end = offset + length
-        first = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
-        last = end // mmap.PAGESIZE * mmap.PAGESIZE
-        if first >= last:
-            fill_zero(self._mem[offset:end])
-            return
-        fill_zero(self._mem[offset:first])
-        self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
-        fill_zero(self._mem[last:end])
+        """Give the range back to the kernel: it reads as zeroes again."""
+        punch_hole(self.fd, offset, length)
 
     def write_zeroes(self, offset: int, length: int, unmap: bool) -> None:
-        self.discard(offset, length)
+        punch_hole(self.fd, offset, length)  # tmpfs zeroes only by punching
+
+    def backing(self) -> Backing | None:
+        return None if self.path is None else Backing.of(self.path, self.fd)
 
     def close(self) -> None:
-        self._mem.release()
-        self._map.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def remove(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def describe(self) -> dict[str, object]:
+        return {"target": self.kind, "memory": self.path or "memfd"}
 
 
 class FileTarget(Target):
@@ -154,7 +199,7 @@ class FileTarget(Target):
 
     def __init__(self, spec: DeviceSpec) -> None:
         assert spec.path is not None
-        self.path = spec.path
+        self.path = os.path.abspath(spec.path)
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -227,6 +272,9 @@ class FileTarget(Target):
             os.close(self.fd)
             self.fd = -1
 
+    def backing(self) -> Backing | None:
+        return Backing.of(self.path, self.fd)
+
     def describe(self) -> dict[str, object]:
         return {"target": self.kind, "path": self.path, "direct_io": self.direct}
 
@@ -266,14 +314,34 @@ def _punches_holes(fd: int, file_size: int, block_size: int) -> bool:
         raise
 
 
-def open_target(spec: DeviceSpec) -> Target:
-    """The target a SPEC names, opened and checked against the host."""
+def open_target(spec: DeviceSpec, memory_dir: str | None = None) -> Target:
+    """The target a SPEC names, opened and checked against the host; a mem target keeps its
+    memory in a new file under ``memory_dir`` (else a memfd)."""
     if spec.target == "null":
         assert spec.size is not None
         return NullTarget(spec.size, spec.block_size, spec.read_only)
     if spec.target == "mem":
-        assert spec.size is not None
-        return MemTarget(spec.size, spec.block_size, spec.read_only)
+        return MemTarget.create(spec, memory_dir)
     if spec.target == "file":
         return FileTarget(spec)
     raise TargetError(f"unknown target {spec.target!r}")
+
+
+def reopen_target(spec: DeviceSpec, backing: Backing | None, what: str) -> Target:
+    """The target a previous server served ``what`` (a device) with, and nothing else: the
+    same file or memory, or TargetError saying why not, before any device is touched."""
+    if spec.target == "mem":
+        if backing is None:
+            raise TargetError(f"{what}: its memory belonged to the server that wrote the state "
+                              "file (state version 1) and died with it; adopting would serve "
+                              "zeroes")
+        return MemTarget.reopen(spec, backing)
+    if spec.target != "file" or backing is None:  # null; or a file recorded by state version 1
+        return open_target(spec)
+    target = FileTarget(spec)
+    try:
+        backing.check(target.fd, what)
+    except BackingError as e:
+        target.close()
+        raise TargetError(str(e)) from None
+    return target

@@ -13,7 +13,15 @@ import pytest
 
 from ublk_gadget import targets
 from ublk_gadget.spec import parse_spec
-from ublk_gadget.targets import FileTarget, MemTarget, NullTarget, TargetError, open_target
+from ublk_gadget.backing import Backing
+from ublk_gadget.targets import (
+    FileTarget,
+    MemTarget,
+    NullTarget,
+    TargetError,
+    open_target,
+    reopen_target,
+)
 
 MiB = 1 << 20
 
@@ -53,9 +61,11 @@ def test_null_zeroes_reads_larger_than_its_zero_chunk() -> None:
 
 # --- mem ------------------------------------------------------------------------------------
 
-@pytest.fixture
-def mem() -> Iterator[MemTarget]:
-    t = MemTarget(4 * MiB, 512, False)
+@pytest.fixture(params=["memfd", "memory file"])
+def mem(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemTarget]:
+    """A mem target both ways: a memfd (no state file) and a file in a memory directory."""
+    t = MemTarget.create(parse_spec("mem,size=4M"),
+                         None if request.param == "memfd" else str(tmp_path))
     yield t
     t.close()
 
@@ -66,15 +76,88 @@ def test_mem_reads_back_what_was_written(mem: MemTarget) -> None:
     assert read(mem, 0, 8192) == bytes(8192), "a write touches only its own range"
 
 
-def _overcommit_always() -> bool:
-    with open("/proc/sys/vm/overcommit_memory") as f:
-        return f.read().strip() == "1"
+def test_mem_larger_than_this_host_can_hold_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match=r"mem target: size=\d+ bytes is more than RAM and "
+                                          r"swap can hold \(\d+ bytes\)"):
+        MemTarget.create(parse_spec("mem,size=1T"), None)
+    with pytest.raises(TargetError, match=rf"more than {tmp_path} can hold"):
+        MemTarget.create(parse_spec("mem,size=1024T"), str(tmp_path))
+    assert list(tmp_path.iterdir()) == [], "nothing is created for a refused size"
 
 
-@pytest.mark.skipif(_overcommit_always(), reason="vm.overcommit_memory=1 maps any size")
-def test_mem_larger_than_this_host_can_hold_is_a_usage_error() -> None:
-    with pytest.raises(TargetError, match=r"mem target: cannot reserve size=\d+ bytes of memory"):
-        MemTarget(1 << 60, 512, False)
+def test_mem_in_a_missing_memory_directory_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match=r"memory directory .*/nowhere: no such directory"):
+        MemTarget.create(parse_spec("mem,size=1M"), str(tmp_path / "nowhere"))
+
+
+# --- mem across a handover: the memory outlives its process, and only it is served ----------
+
+def memory_file(tmp_path: Path, data: bytes = b"") -> tuple[MemTarget, Backing]:
+    t = MemTarget.create(parse_spec("mem,size=1M"), str(tmp_path))
+    if data:
+        t.write(0, aligned(data), fua=False)
+    backing = t.backing()
+    assert backing is not None and backing.path.startswith(str(tmp_path))
+    return t, backing
+
+
+def test_a_memory_file_is_private_sparse_and_named_by_the_backing(tmp_path: Path) -> None:
+    t, backing = memory_file(tmp_path)
+    st = os.stat(backing.path)
+    assert (st.st_mode & 0o777, st.st_size, st.st_blocks) == (0o600, MiB, 0)
+    assert (st.st_dev, st.st_ino) == (backing.dev, backing.ino)
+    t.close()
+
+
+def test_a_successor_reopens_the_same_memory_after_its_writer_closed_it(tmp_path: Path) -> None:
+    t, backing = memory_file(tmp_path, pattern(8192))
+    t.close()  # the owner handed over (or died): the file stays
+    again = reopen_target(parse_spec("mem,size=1M"), backing, "device 3")
+    assert read(again, 0, 8192) == pattern(8192)
+    again.remove()  # the device was deleted: the memory goes with it
+    assert not os.path.exists(backing.path)
+    again.close()
+
+
+def test_a_memory_file_that_is_gone_is_a_loss_said_out_loud(tmp_path: Path) -> None:
+    t, backing = memory_file(tmp_path)
+    t.remove()
+    t.close()
+    with pytest.raises(TargetError, match="is gone: the data of this device is lost"):
+        reopen_target(parse_spec("mem,size=1M"), backing, "device 3")
+
+
+def test_a_replaced_memory_file_is_refused(tmp_path: Path) -> None:
+    t, backing = memory_file(tmp_path)
+    t.close()
+    os.rename(backing.path, tmp_path / "moved-away")
+    make_file(Path(backing.path), MiB)  # same name, another file
+    with pytest.raises(TargetError, match="is not the file the device was served with"):
+        reopen_target(parse_spec("mem,size=1M"), backing, "device 3")
+
+
+@pytest.mark.parametrize("tamper", ["symlink", "group-writable", "resized"])
+def test_a_memory_file_someone_could_have_changed_is_refused(tmp_path: Path, tamper: str) -> None:
+    t, backing = memory_file(tmp_path)
+    t.close()
+    expected = {"symlink": "a symlink; refusing to follow it",
+                "group-writable": r"writable by others \(mode 0620\)",
+                "resized": "is 2097152 bytes, the device 1048576"}[tamper]
+    if tamper == "symlink":
+        os.rename(backing.path, tmp_path / "real")
+        os.symlink(tmp_path / "real", backing.path)
+    elif tamper == "group-writable":
+        os.chmod(backing.path, 0o620)
+    else:
+        os.truncate(backing.path, 2 * MiB)
+    with pytest.raises(TargetError, match=expected):
+        reopen_target(parse_spec("mem,size=1M"), backing, "device 3")
+
+
+def test_a_mem_device_recorded_without_its_memory_is_refused() -> None:
+    with pytest.raises(TargetError, match="device 3: its memory belonged to the server that "
+                                          "wrote the state file .* adopting would serve zeroes"):
+        reopen_target(parse_spec("mem,size=1M"), None, "device 3")
 
 
 def test_mem_starts_zeroed(mem: MemTarget) -> None:
@@ -300,3 +383,32 @@ def test_file_flush_is_fdatasync_and_fua_is_a_dsync_write(
         assert calls == [("pwritev", 0), ("pwritev", os.RWF_DSYNC), ("fdatasync", t.fd)]
     finally:
         t.close()
+
+
+# --- file across a handover: the same file, by identity -----------------------------------
+
+def test_a_file_is_recorded_by_its_absolute_path_and_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_file(tmp_path / "disk.img", MiB)
+    monkeypatch.chdir(tmp_path)
+    t = open_target(parse_spec("file,path=disk.img"))
+    st = os.stat(tmp_path / "disk.img")
+    assert t.backing() == Backing(str(tmp_path / "disk.img"), st.st_dev, st.st_ino)
+    t.close()
+
+
+def test_a_backing_file_replaced_under_its_name_is_refused(tmp_path: Path) -> None:
+    path = make_file(tmp_path / "disk.img", MiB)
+    t = open_target(parse_spec(f"file,path={path}"))
+    backing = t.backing()
+    t.close()
+    path.rename(tmp_path / "old.img")
+    make_file(path, MiB)
+    with pytest.raises(TargetError, match=f"device 3: {path} is not the file the device was "
+                                          "served with"):
+        reopen_target(parse_spec(f"file,path={path}"), backing, "device 3")
+    same = reopen_target(parse_spec(f"file,path={tmp_path / 'old.img'}"),
+                         Backing(str(tmp_path / "old.img"), backing.dev, backing.ino)
+                         if backing else None, "device 3")
+    same.close()

@@ -34,8 +34,9 @@ from ublk_bindings import (
 )
 from ublk_bindings.errors import UblkError
 from ublk_gadget import handover
-from ublk_gadget.adopt import AdoptError, Adoption
 from ublk_gadget.handover import Deadline, hand_over, parse_duration, quiesce
+from ublk_gadget.adopt import AdoptError, Adoption
+from ublk_gadget.backing import Backing
 from ublk_gadget.owner import ProcessIdentity
 from ublk_gadget.spec import parse_spec
 from ublk_gadget.state import (
@@ -217,7 +218,10 @@ SPEC = "mem,size=1048576,queues=2,depth=64"
 
 
 def write_example_state(path: Path, owner: ProcessIdentity, dev_ids: tuple[int, ...]) -> str:
-    devices = tuple(DeviceState.of(d, parse_spec(SPEC), RECOVERY) for d in dev_ids)
+    def memory(d: int) -> Backing:
+        return Backing(f"/dev/shm/ublk-gadget-mem.{d}", dev=0x2A, ino=100 + d)
+
+    devices = tuple(DeviceState.of(d, parse_spec(SPEC), RECOVERY, memory(d)) for d in dev_ids)
     write_state(str(path), DaemonState(owner=owner, devices=devices))
     return str(path)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ublk_gadget import state
+from ublk_gadget.backing import Backing
 from ublk_gadget.owner import ProcessIdentity
 from ublk_gadget.spec import parse_spec
 from ublk_gadget.state import (
@@ -25,12 +26,13 @@ from ublk_gadget.state import (
 )
 
 SPEC = "file,path=/srv/disk.img,size=1048576,queues=2,depth=64,block_size=512"
+BACKING = Backing("/srv/disk.img", dev=0x803, ino=1234)
 
 
 def example(pid: int = 4242) -> DaemonState:
     owner = ProcessIdentity(pid=pid, start_time=12345, boot_id="b0a7-1d", exe="/usr/bin/python3",
                             cmdline=("python3", "-m", "ublk_gadget", "serve"))
-    device = DeviceState.of(3, parse_spec(SPEC), flags=0x1018)
+    device = DeviceState.of(3, parse_spec(SPEC), flags=0x1018, backing=BACKING)
     return DaemonState(owner=owner, devices=(device,))
 
 
@@ -55,7 +57,9 @@ def test_the_file_names_its_format_version_owner_and_devices(tmp_path: Path) -> 
                              "exe": "/usr/bin/python3",
                              "cmdline": ["python3", "-m", "ublk_gadget", "serve"]}
     assert data["devices"] == [{"dev_id": 3, "spec": SPEC, "queues": 2, "depth": 64,
-                                "block_size": 512, "size": 1 << 20, "flags": 0x1018}]
+                                "block_size": 512, "size": 1 << 20, "flags": 0x1018,
+                                "backing": {"path": "/srv/disk.img", "dev": 0x803,
+                                            "ino": 1234}}]
 
 
 def test_a_device_record_needs_its_size_resolved() -> None:
@@ -132,10 +136,31 @@ def test_another_program_s_json_is_not_taken_for_a_state_file(tmp_path: Path) ->
 
 
 def test_a_newer_version_is_refused_naming_both_versions(tmp_path: Path) -> None:
-    data = example().to_json() | {"version": 2}
+    data = example().to_json() | {"version": 3}
     path = write_json(tmp_path / "gadget.json", data)
-    with pytest.raises(StateError, match="version 2 is not supported.*reads 1"):
+    with pytest.raises(StateError, match="version 3 is not supported.*reads 1 and 2"):
         read_state(path)
+
+
+def version_1(devices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A state file as the previous release wrote it: no backing files recorded."""
+    for d in devices:
+        d.pop("backing")
+    return example().to_json() | {"version": 1, "devices": devices}
+
+
+def test_a_version_1_file_from_the_previous_release_is_read(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "gadget.json", version_1(example().to_json()["devices"]))
+    (device,) = read_state(path).devices
+    assert device.backing is None and device.spec == SPEC
+
+
+def test_rewritten_by_a_successor_a_version_1_file_becomes_version_2(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "gadget.json", version_1(example().to_json()["devices"]))
+    me = ProcessIdentity.current()
+    write_state(path, read_state(path).with_owner(me, {3: BACKING}))
+    assert read_state(path) == DaemonState(owner=me, devices=example().devices)
+    assert json.loads(Path(path).read_text())["version"] == 2
 
 
 def mutated(change: Any) -> dict[str, Any]:
@@ -157,6 +182,15 @@ def mutated(change: Any) -> dict[str, Any]:
         (lambda d: d["devices"].append(dict(d["devices"][0])), "dev_id 3 listed twice"),
         (lambda d: d["devices"][0].update(colour="red"), r"devices\[0\]: unknown field 'colour'"),
         (lambda d: d.update(devices={}), "devices: expected a list"),
+        (lambda d: d["devices"][0].pop("backing"), r"devices\[0\]\.backing: missing"),
+        (lambda d: d["devices"][0].update(backing=None),
+         r"devices\[0\]\.backing: a file device needs one"),
+        (lambda d: d["devices"][0]["backing"].update(path="disk.img"),
+         r"devices\[0\]\.backing\.path: 'disk.img' is not an absolute path"),
+        (lambda d: d["devices"][0]["backing"].update(ino=-1),
+         r"devices\[0\]\.backing\.ino: expected a non-negative integer"),
+        (lambda d: d["devices"][0].update(spec="null,size=1048576,queues=2,depth=64"),
+         r"devices\[0\]\.backing: a null device has no backing file"),
     ],
 )
 def test_an_inconsistent_file_is_refused_naming_the_field(
@@ -169,8 +203,8 @@ def test_an_inconsistent_file_is_refused_naming_the_field(
 
 
 def test_devices_come_back_in_dev_id_order(tmp_path: Path) -> None:
-    first = DeviceState.of(7, parse_spec(SPEC), flags=0)
-    second = DeviceState.of(2, parse_spec(SPEC), flags=0)
+    first = DeviceState.of(7, parse_spec(SPEC), flags=0, backing=BACKING)
+    second = DeviceState.of(2, parse_spec(SPEC), flags=0, backing=BACKING)
     path = str(tmp_path / "gadget.json")
     write_state(path, DaemonState(owner=example().owner, devices=(first, second)))
     assert [d.dev_id for d in read_state(path).devices] == [2, 7]
@@ -210,3 +244,43 @@ def test_a_new_state_names_this_process_as_owner() -> None:
     fresh = DaemonState.owned_by_this_process(devices)
     assert fresh.owner == ProcessIdentity.current()
     assert [d.dev_id for d in fresh.devices] == [1, 9]
+
+
+# --- trust: a successor acts on this file, so nobody else may have written it ----------------
+
+def test_a_symlinked_state_file_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    write_state(str(real), example())
+    (tmp_path / "gadget.json").symlink_to(real)
+    with pytest.raises(StateError, match="refusing the state file .*gadget.json: a symlink"):
+        read_state(str(tmp_path / "gadget.json"))
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602])
+def test_a_state_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "gadget.json"
+    write_state(str(path), example())
+    path.chmod(mode)
+    with pytest.raises(StateError, match=f"writable by others .mode 0{mode:o}.; chmod go-w"):
+        read_state(str(path))
+
+
+def test_a_state_file_in_a_world_writable_directory_needs_the_sticky_bit(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = shared / "gadget.json"
+    write_state(str(path), example())
+    shared.chmod(0o777)
+    with pytest.raises(StateError, match="world-writable without the sticky bit"):
+        read_state(str(path))
+    shared.chmod(0o1777)  # as /tmp: others cannot replace our file
+    assert read_state(str(path)) == example()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_state_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gadget.json"
+    write_state(str(path), example())
+    os.chown(path, 4321, -1)
+    with pytest.raises(StateError, match="owned by uid 4321, not by this user .0."):
+        read_state(str(path))
