@@ -10,6 +10,8 @@ waits for a draining owner and for the kernel's cleanup after a crash.
 
 Each device is started and then fully fetched before the next one is touched, and never
 started twice: on Linux 6.12 a second START_USER_RECOVERY on a started device is EINVAL.
+(The runtime resumes a recovery that a successor started and died in before it mapped the
+queues; see ``ublk_bindings.io.Device.adopt``.)
 The deadline (``--adopt-deadline``) bounds how long the successor waits for the devices to
 be let go and for its queues to be ready.  If it passes, or anything else fails, the
 successor exits with status 1 and the devices it had taken go back to QUIESCED as after a
@@ -154,8 +156,9 @@ def _explain(rec: DeviceState, e: UblkError, ctrl: RecoveryControl, deadline: De
                 f"(kernel server pid {info.ublksrv_pid}, state {info.state})")
     if e.command == "START_USER_RECOVERY" and e.errno == errno.EINVAL:
         return (f"device {rec.dev_id}: {e}: the kernel will not recover it (on Linux 6.12 and "
-                "older this happens when an earlier successor died before its first queue was "
-                "ready; only deleting the device helps)")
+                "older, after an earlier successor died between mapping its queues and the "
+                "first one being ready); only deleting the device (DEL_DEV: the I/O it holds "
+                "fails) and serving its backing store afresh helps")
     return f"device {rec.dev_id}: {e}"
 
 

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from ublk_bindings.errors import LiburingUnavailable
 
-from . import daemon
+from . import daemon, faults
 from .adopt import DEFAULT_DEADLINE_S, AdoptError
 from .backing import DEFAULT_MEMORY_DIR
 from .handover import parse_duration
@@ -115,6 +115,11 @@ def explain(e: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        faults.kill_at()
+    except ValueError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format=f"{PROG}[%(process)d]: %(message)s")
     try:

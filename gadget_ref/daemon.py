@@ -26,7 +26,7 @@ from ublk_bindings import (
 )
 from ublk_bindings.ctrl import CONTROL_PATH, Control
 
-from . import handover, report
+from . import faults, handover, report
 from .adopt import Adoption, watch_owner
 from .device import DAEMON_SIGNALS, Device
 from .handover import Deadline
@@ -324,9 +324,11 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
             _serve_until_stopped(stop, devices)
         stop.log_signals()
         if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
+            faults.reached(faults.AFTER_SIGHUP)
             left = handover.hand_over(ctrl, devices)
             if left:
                 handover.exit_releasing(left)  # does not return; the state file stays
+            faults.reached(faults.AFTER_RELEASE)
             devices.clear()
             handed_over = True
     finally:

@@ -21,6 +21,7 @@ from ublk_bindings import ublksrv_ctrl_dev_info
 from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_path
 from ublk_bindings.io import Device as UblkDevice
 
+from . import faults
 from .handler import RequestHandler
 from .params import DEFAULT_MAX_IO_BYTES, device_params
 from .report import feature_names
@@ -96,7 +97,8 @@ class Device:
         START_USER_RECOVERY (retried while the old server still holds it), the queues,
         END_USER_RECOVERY; within ``timeout_s``, and on failure nothing of it is left open.
         """
-        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target), ready_timeout=timeout_s)
+        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target), ready_timeout=timeout_s,
+                          on_step=faults.adopt_step)
         with _signals_blocked():
             ublk.adopt(record.dev_id)
         device = cls(record.device_spec(), target, ublk)

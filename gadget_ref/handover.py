@@ -33,6 +33,8 @@ from typing import NoReturn, Protocol
 from ublk_bindings import UBLK_F_QUIESCE
 from ublk_bindings.errors import UblkError
 
+from . import faults
+
 log = logging.getLogger("ublk_gadget.handover")
 
 QUIESCE_SLICE_MS = 250
@@ -149,6 +151,7 @@ def hand_over(
         if not quiesced:
             left.append(dev)
             continue
+        faults.reached(faults.MID_QUIESCE)
         dev.release()
         log.info("device %d released (quiesced)", dev.dev_id)
     return left
@@ -168,6 +171,7 @@ def exit_releasing(devices: Sequence[Releasable], status: int = 0) -> NoReturn:
     for dev in devices:
         log.info("device %d released (drained: exiting with its queues open; the kernel "
                  "requeues what was not committed for the successor)", dev.dev_id)
+    faults.reached(faults.AFTER_RELEASE)
     logging.shutdown()
     sys.stdout.flush()
     os._exit(status)

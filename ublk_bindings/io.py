@@ -39,6 +39,7 @@ from .ublk_cmd import (
     UBLK_F_CMD_IOCTL_ENCODE,
     UBLK_F_SUPPORT_ZERO_COPY,
     UBLK_F_USER_COPY,
+    UBLK_F_USER_RECOVERY,
     UBLK_IO_COMMIT_AND_FETCH_REQ,
     UBLK_IO_FETCH_REQ,
     UBLK_IO_NEED_GET_DATA,
@@ -46,6 +47,7 @@ from .ublk_cmd import (
     UBLK_IO_RES_NEED_GET_DATA,
     UBLK_IO_RES_OK,
     UBLK_MAX_QUEUE_DEPTH,
+    UBLK_S_DEV_QUIESCED,
     UBLK_U_IO_COMMIT_AND_FETCH_REQ,
     UBLK_U_IO_FETCH_REQ,
     UBLK_U_IO_NEED_GET_DATA,
@@ -320,6 +322,14 @@ class Queue:
         self.close()
 
 
+STEP_BEFORE_START = "before START_USER_RECOVERY"
+STEP_AFTER_START = "after START_USER_RECOVERY"
+STEP_QUEUE_FETCHED = "a queue fetched"
+"""Reported from that queue's thread, once its FETCHes are queued (create and adopt alike)."""
+STEP_BEFORE_END = "before END_USER_RECOVERY"
+ADOPT_STEPS = (STEP_BEFORE_START, STEP_AFTER_START, STEP_QUEUE_FETCHED, STEP_BEFORE_END)
+
+
 class Device:
     """A device served by this process, with one thread per queue.
 
@@ -339,11 +349,15 @@ class Device:
     """
 
     def __init__(
-        self, ctrl: Control, handlers: Callable[[int], Handler], *, ready_timeout: float = 30.0
+        self, ctrl: Control, handlers: Callable[[int], Handler], *, ready_timeout: float = 30.0,
+        on_step: Callable[[str], None] | None = None,
     ) -> None:
         self.ctrl = ctrl
         self.handlers = handlers
         self.ready_timeout = ready_timeout
+        self.on_step = on_step
+        """Called with each step of :meth:`adopt` as it is reached (``ADOPT_STEPS``): for
+        logs, and for tests that kill a server at each one."""
         self.info: ublksrv_ctrl_dev_info | None = None
         """The device's dev_info: as ADD_DEV wrote it back, or GET_DEV_INFO for adopt."""
         self.queues: list[Queue | None] = []
@@ -353,6 +367,10 @@ class Device:
         self._ready: list[threading.Event] = []
         self._fd = -1
         self._abandoned = False  # a START_DEV/END_USER_RECOVERY given up while in flight
+
+    def _step(self, name: str) -> None:
+        if self.on_step is not None:
+            self.on_step(name)
 
     @property
     def dev_id(self) -> int:
@@ -372,6 +390,7 @@ class Device:
             with Queue(self._fd, self.info, q_id, self.handlers(q_id)) as q:
                 self.queues[q_id] = q
                 q.fetch()
+                self._step(STEP_QUEUE_FETCHED)
                 self._ready[q_id].set()
                 q.run()
                 if q.error is not None:
@@ -467,22 +486,41 @@ class Device:
         """
         self.info = self.ctrl.get_dev_info(dev_id)
         deadline = time.monotonic() + self.ready_timeout
+        self._step(STEP_BEFORE_START)
+        resumed: UblkError | None = None  # START refused, an earlier one's recovery resumed
         while True:
             try:
                 self.ctrl.start_user_recovery(dev_id)
                 break
             except UblkError as e:
+                if e.errno == errno.EINVAL and self._resumable(dev_id):
+                    resumed = e
+                    break
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
                     self.info = None
                     raise
                 time.sleep(0.02)
         try:
+            self._step(STEP_AFTER_START)
             self._start_queues(deadline)  # the same deadline: ready_timeout bounds it all
+            self._step(STEP_BEFORE_END)
             self.ctrl.end_user_recovery(dev_id, abort_if=self._queue_failed)
-        except BaseException:
+        except BaseException as e:
             self._end_queues(grace=0)
+            if resumed is not None and isinstance(e, OSError):
+                raise resumed from e  # not resumable after all: START's refusal is the cause
             raise
         return self
+
+    def _resumable(self, dev_id: int) -> bool:
+        """Whether a START_USER_RECOVERY refused with EINVAL is one an earlier server already
+        did: Linux 6.12 refuses a second START until a queue of the first became ready
+        (``nr_queues_ready`` is 0), yet the device is QUIESCED with its queues reset, so a
+        server that died before it mapped them leaves a recovery that FETCH and
+        END_USER_RECOVERY can finish.  If it had mapped them the mapping is refused (EINVAL)
+        and the device can only be deleted."""
+        info = self.ctrl.get_dev_info(dev_id)
+        return bool(info.state == UBLK_S_DEV_QUIESCED and info.flags & UBLK_F_USER_RECOVERY)
 
     def detach(self, *, raise_errors: bool = True) -> None:
         """Stop serving but leave the device: after QUIESCE_DEV, or for a successor.

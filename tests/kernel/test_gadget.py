@@ -71,6 +71,8 @@ class Gadget:
         if state_file:
             args += ["--state-file", state_file]
         self.args = args
+        self.env: dict[str, str] = {}
+        """Set for the process on top of ours (a fault to inject: UBLK_GADGET_KILL_AT)."""
         self.preexec_fn = preexec_fn
         self.devices: list[dict[str, Any]] = []
         self.stderr = ""
@@ -78,7 +80,8 @@ class Gadget:
 
     def start(self) -> subprocess.Popen[str]:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, preexec_fn=self.preexec_fn)
+                                     text=True, preexec_fn=self.preexec_fn,
+                                     env={**os.environ, **self.env})
         return self.proc
 
     def __enter__(self) -> Gadget:
@@ -119,6 +122,9 @@ class Gadget:
 
     def dev(self, i: int = 0) -> str:
         return str(self.devices[i]["block_device"])
+
+    def all_devs(self) -> list[str]:
+        return [str(d["block_device"]) for d in self.devices]
 
 
 def python_stacks(pid: int) -> str:

@@ -82,9 +82,10 @@ def kernel_log() -> list[str]:
     return run("dmesg").stdout.splitlines()
 
 
-def io_errors(before: list[str], dev: str) -> list[str]:
-    name = os.path.basename(dev)
-    return [line for line in kernel_log()[len(before):] if name in line and "error" in line.lower()]
+def io_errors(before: list[str], devs: list[str]) -> list[str]:
+    names = [os.path.basename(dev) for dev in devs]
+    return [line for line in kernel_log()[len(before):]
+            if any(name in line for name in names) and "error" in line.lower()]
 
 
 def quiesce_supported(g: Gadget) -> bool:
@@ -97,18 +98,21 @@ def state_file(tmp_path: Path) -> str:
 
 
 class Fio:
-    """fio random writes with crc32c verify_backlog on ``dev``, until :meth:`finish`."""
+    """fio random writes with crc32c verify_backlog on every device of ``devs``, until
+    :meth:`finish`."""
 
-    def __init__(self, dev: str, tmp_path: Path) -> None:
+    def __init__(self, devs: list[str], tmp_path: Path) -> None:
         self.report = tmp_path / "fio.json"
+        jobs = [arg for dev in devs for arg in (f"--name={os.path.basename(dev)}",
+                                                f"--filename={dev}")]
         self.proc = subprocess.Popen(
-            ["fio", "--name=handover", f"--filename={dev}", "--ioengine=libaio", "--direct=1",
+            ["fio", "--ioengine=libaio", "--direct=1",
              "--rw=randwrite", "--bs=4k", "--iodepth=16", "--numjobs=2",
              f"--size={SIZE // 2}", f"--offset_increment={SIZE // 2}",
              "--cpus_allowed=0-1", "--cpus_allowed_policy=split",
              "--verify=crc32c", "--verify_backlog=64", "--verify_fatal=1",
              "--time_based", "--runtime=3600", "--output-format=json",
-             f"--output={self.report}"],
+             f"--output={self.report}", *jobs],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(3)  # let it get going
         self.still_running()
@@ -156,21 +160,44 @@ def hand_over(owner: Gadget, state_file: str) -> Gadget:
     how = "(quiesced)" if quiesce_supported(owner) else "drain-and-release"
     assert how in owner.stderr, owner.stderr
     assert [d["dev_id"] for d in successor.devices] == [d["dev_id"] for d in owner.devices]
-    assert successor.dev() == owner.dev()
+    assert successor.all_devs() == owner.all_devs()
     return successor
 
 
 @pytest.fixture
 def served(tmp_path: Path, state_file: str) -> Iterator[Gadget]:
-    """A file-backed device with 2 queues, handed over with --state-file."""
-    spec = f"file,path={backing_file(tmp_path, SIZE)},queues=2"
-    yield Owner(spec, state_file=state_file).__enter__()
+    """A device of each target with data (file, mem), 2 queues each, handed over with
+    --state-file."""
+    file = f"file,path={backing_file(tmp_path, SIZE)},queues=2"
+    yield Owner(file, f"mem,size={SIZE},queues=2", state_file=state_file).__enter__()
+
+
+def memory_files() -> list[Path]:
+    return sorted(Path("/dev/shm").glob("ublk-gadget-mem.*"))
 
 
 def finish(last: Gadget, state_file: str) -> None:
-    """SIGTERM the last server: devices deleted, state file removed."""
+    """SIGTERM the last server: devices deleted, state file and memory files removed."""
     assert last.stop() == 0, last.stderr
     assert not os.path.exists(state_file)
+    assert memory_files() == []
+
+
+def write_marks(g: Gadget) -> dict[str, bytes]:
+    """A MiB of random data written (and synced) at the start of every device."""
+    marks = {dev: os.urandom(MiB) for dev in g.all_devs()}
+    for dev, data in marks.items():
+        with open(dev, "r+b", buffering=0) as f:
+            f.write(data)
+            os.fsync(f.fileno())
+    return marks
+
+
+def assert_marks(g: Gadget, marks: dict[str, bytes]) -> None:
+    assert g.all_devs() == list(marks)
+    for dev, data in marks.items():
+        with open(dev, "rb", buffering=0) as f:
+            assert f.read(MiB) == data, f"{dev} lost its data"
 
 
 # --- handovers under fio -----------------------------------------------------------------------
@@ -180,7 +207,7 @@ def test_several_live_handovers_under_fio_lose_nothing(
 ) -> None:
     owner = served
     dmesg = kernel_log()
-    fio = Fio(owner.dev(), tmp_path)
+    fio = Fio(owner.all_devs(), tmp_path)
     try:
         for _ in range(3):
             time.sleep(2)
@@ -190,7 +217,7 @@ def test_several_live_handovers_under_fio_lose_nothing(
     finally:
         fio.kill()
         finish(owner, state_file)
-    assert io_errors(dmesg, served.dev()) == []
+    assert io_errors(dmesg, served.all_devs()) == []
     say(capsys, f"3 live handovers ({'quiesce' if quiesce_supported(served) else 'drain'}): "
                 f"longest fio write {longest_write_ms(report):.0f} ms")
 
@@ -199,20 +226,20 @@ def test_a_crashed_owner_s_devices_are_adopted_under_fio(
     served: Gadget, state_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dmesg = kernel_log()
-    fio = Fio(served.dev(), tmp_path)
+    fio = Fio(served.all_devs(), tmp_path)
     try:
         time.sleep(2)
         served.proc.kill()  # SIGKILL in the middle of I/O
         assert served.stop() == -signal.SIGKILL
         successor = Successor(state_file).__enter__()
-        assert successor.dev() == served.dev()
+        assert successor.all_devs() == served.all_devs()
         fio.still_running()
         report = fio.finish()
     finally:
         fio.kill()
     finish(successor, state_file)
     assert "without a handover signal" in successor.stderr
-    assert io_errors(dmesg, served.dev()) == []
+    assert io_errors(dmesg, served.all_devs()) == []
     say(capsys, f"crash adoption: longest fio write {longest_write_ms(report):.0f} ms")
 
 
@@ -220,7 +247,7 @@ def test_a_successor_killed_while_adopting_leaves_the_devices_adoptable(
     served: Gadget, state_file: str, tmp_path: Path
 ) -> None:
     dmesg = kernel_log()
-    fio = Fio(served.dev(), tmp_path)
+    fio = Fio(served.all_devs(), tmp_path)
     try:
         served.proc.send_signal(signal.SIGSTOP)  # the owner cannot let go yet ...
         doomed = Successor(state_file)
@@ -232,20 +259,20 @@ def test_a_successor_killed_while_adopting_leaves_the_devices_adoptable(
         assert served.proc.wait(timeout=READY_TIMEOUT) == 0
         assert served.stop() == 0, served.stderr
         successor = Successor(state_file).__enter__()  # nobody serves: crash-style adoption
-        assert successor.dev() == served.dev()
+        assert successor.all_devs() == served.all_devs()
         fio.still_running()
         fio.finish()
     finally:
         fio.kill()
     finish(successor, state_file)
-    assert io_errors(dmesg, served.dev()) == []
+    assert io_errors(dmesg, served.all_devs()) == []
 
 
 def test_past_its_deadline_a_successor_gives_up_and_a_later_one_adopts(
     served: Gadget, state_file: str, tmp_path: Path
 ) -> None:
     before = Path(state_file).read_bytes()
-    fio = Fio(served.dev(), tmp_path)
+    fio = Fio(served.all_devs(), tmp_path)
     try:
         served.proc.send_signal(signal.SIGSTOP)
         started = time.monotonic()
@@ -261,7 +288,7 @@ def test_past_its_deadline_a_successor_gives_up_and_a_later_one_adopts(
         assert served.proc.wait(timeout=READY_TIMEOUT) == 0
         assert served.stop() == 0, served.stderr
         successor = Successor(state_file).__enter__()  # and the devices are still adoptable
-        assert successor.dev() == served.dev()
+        assert successor.all_devs() == served.all_devs()
         fio.still_running()
         fio.finish()
     finally:
@@ -300,26 +327,26 @@ def test_a_standby_adopts_the_moment_the_owner_crashes(
     served: Gadget, state_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dmesg = kernel_log()
-    fio = Fio(served.dev(), tmp_path)
+    fio = Fio(served.all_devs(), tmp_path)
     try:
         standby = Standby(state_file)
         event = standby.standing_by()
         assert event["owner_pid"] == served.proc.pid
-        assert event["dev_ids"] == [served.devices[0]["dev_id"]]
+        assert event["dev_ids"] == [d["dev_id"] for d in served.devices]
         fio.still_running()  # standing by touched nothing: the owner still serves
         killed = time.monotonic()
         served.proc.kill()
         standby.next_event("ready")
         ready_after = time.monotonic() - killed
         assert served.stop() == -signal.SIGKILL
-        assert standby.dev() == served.dev()
+        assert standby.all_devs() == served.all_devs()
         fio.still_running()
         report = fio.finish()
     finally:
         fio.kill()
     finish(standby, state_file)
     assert f"owner pid {served.proc.pid} exited: adopting" in standby.stderr, standby.stderr
-    assert io_errors(dmesg, served.dev()) == []
+    assert io_errors(dmesg, served.all_devs()) == []
     say(capsys, f"standby crash adoption: ready {ready_after * 1e3:.0f} ms after SIGKILL, "
                 f"longest fio write {longest_write_ms(report):.0f} ms")
 
@@ -328,7 +355,7 @@ def test_sighup_to_a_standby_is_a_live_handover(
     served: Gadget, state_file: str, tmp_path: Path
 ) -> None:
     dmesg = kernel_log()
-    fio = Fio(served.dev(), tmp_path)
+    fio = Fio(served.all_devs(), tmp_path)
     try:
         standby = Standby(state_file)
         standby.standing_by()
@@ -336,7 +363,7 @@ def test_sighup_to_a_standby_is_a_live_handover(
         standby.next_event("ready")
         assert served.proc.wait(timeout=READY_TIMEOUT) == 0
         assert served.stop() == 0, served.stderr
-        assert standby.dev() == served.dev()
+        assert standby.all_devs() == served.all_devs()
         fio.still_running()
         fio.finish()
     finally:
@@ -344,7 +371,7 @@ def test_sighup_to_a_standby_is_a_live_handover(
     finish(standby, state_file)
     assert "taking over from the live owner now" in standby.stderr, standby.stderr
     assert "to hand over (SIGHUP)" in standby.stderr, standby.stderr
-    assert io_errors(dmesg, served.dev()) == []
+    assert io_errors(dmesg, served.all_devs()) == []
 
 
 def test_a_standby_told_to_stop_touches_nothing(served: Gadget, state_file: str) -> None:
@@ -354,13 +381,9 @@ def test_a_standby_told_to_stop_touches_nothing(served: Gadget, state_file: str)
     assert standby.stop() == 0, standby.stderr
     assert "SIGTERM: no longer standing by; nothing was touched" in standby.stderr
     assert Path(state_file).read_bytes() == before
-    data = os.urandom(MiB)  # the owner still serves, and can still hand over
-    with open(served.dev(), "r+b", buffering=0) as f:
-        f.write(data)
-        os.fsync(f.fileno())
+    marks = write_marks(served)  # the owner still serves, and can still hand over
     successor = hand_over(served, state_file)
-    with open(successor.dev(), "rb", buffering=0) as f:
-        assert f.read(MiB) == data
+    assert_marks(successor, marks)
     finish(successor, state_file)
 
 
@@ -379,20 +402,17 @@ def test_a_standby_whose_owner_stops_cleanly_adopts_nothing(
 # --- signals and bad state ---------------------------------------------------------------------
 
 def test_a_second_sighup_does_nothing_new(served: Gadget, state_file: str) -> None:
-    data = os.urandom(MiB)
-    with open(served.dev(), "r+b", buffering=0) as f:
-        f.write(data)
-        os.fsync(f.fileno())
+    marks = write_marks(served)
     served.proc.send_signal(signal.SIGHUP)
     served.proc.send_signal(signal.SIGHUP)
     assert served.proc.wait(timeout=READY_TIMEOUT) == 0
     assert served.stop() == 0
     assert served.stderr.count("SIGHUP: handing over") == 1, served.stderr
-    assert served.stderr.count("device 0 released") == 1, served.stderr
+    for d in served.devices:
+        assert served.stderr.count(f"device {d['dev_id']} released") == 1, served.stderr
     assert Path(state_file).exists()  # kept for the successor
     successor = Successor(state_file).__enter__()
-    with open(successor.dev(), "rb", buffering=0) as f:
-        assert f.read(MiB) == data
+    assert_marks(successor, marks)
     finish(successor, state_file)
 
 
@@ -425,18 +445,14 @@ def test_a_corrupt_state_file_is_refused_and_the_owner_keeps_serving(
 def test_a_pid_reused_by_an_unrelated_process_is_never_signalled(
     served: Gadget, state_file: str
 ) -> None:
-    data = os.urandom(MiB)
-    with open(served.dev(), "r+b", buffering=0) as f:
-        f.write(data)
-        os.fsync(f.fileno())
+    marks = write_marks(served)
     owner_pid = served.proc.pid
     served.proc.kill()
     assert served.stop() == -signal.SIGKILL
     impostor = spawn_with_pid(owner_pid)  # sleep: SIGHUP would end it
     try:
         successor = Successor(state_file).__enter__()
-        with open(successor.dev(), "rb", buffering=0) as f:
-            assert f.read(MiB) == data
+        assert_marks(successor, marks)
         finish(successor, state_file)
         assert impostor.poll() is None, "the unrelated process got a signal"
     finally:

@@ -1,0 +1,108 @@
+"""A handover killed at every step loses nothing: the next ``--adopt`` recovers every device.
+
+Each side of a handover is SIGKILLed (``UBLK_GADGET_KILL_AT``, gadget_ref/faults.py) at each
+step where the devices are between owners, with fio write+verify (crc32c, verify_backlog)
+running on a file and a mem device of 2 queues each; afterwards the devices keep their
+dev_ids, fio verified everything and saw no error, the kernel logged none, and a clean stop
+leaves no state or memory file behind.
+
+Linux 6.12 refuses a second START_USER_RECOVERY until a queue of the first became ready; a
+successor killed right after its START is then resumed (the runtime's ``_resumable``), which
+``after-start-recovery`` proves there.  Without UBLK_F_QUIESCE (6.12) the owner never
+quiesces, so ``mid-quiesce`` is never reached: the owner hands over by draining and exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from test_gadget import READY_TIMEOUT, backing_file
+from test_handover import (
+    SIZE,
+    Fio,
+    Owner,
+    Successor,
+    finish,
+    io_errors,
+    kernel_log,
+    quiesce_supported,
+)
+
+from ublk_gadget import faults
+
+pytestmark = pytest.mark.ublk
+
+OWNER_STEPS = (faults.AFTER_SIGHUP, faults.MID_QUIESCE, faults.AFTER_RELEASE)
+SUCCESSOR_STEPS = tuple(faults.ADOPT.values())
+
+
+def owner(tmp_path: Path, state_file: str, kill_at: str | None = None) -> Owner:
+    g = Owner(f"file,path={backing_file(tmp_path, SIZE)},queues=2", f"mem,size={SIZE},queues=2",
+              state_file=state_file)
+    if kill_at:
+        g.env = {faults.KILL_AT_ENV: kill_at}
+    return g.__enter__()
+
+
+@pytest.mark.parametrize("step", OWNER_STEPS)
+def test_an_owner_killed_during_its_handover_loses_nothing(
+    step: str, tmp_path: Path, state_file: str
+) -> None:
+    served = owner(tmp_path, state_file, kill_at=step)
+    dmesg = kernel_log()
+    fio = Fio(served.all_devs(), tmp_path)
+    try:
+        successor = Successor(state_file).__enter__()  # SIGHUPs the owner, which dies at step
+        status = served.proc.wait(timeout=READY_TIMEOUT)
+        served.stop()
+        if step == faults.MID_QUIESCE and not quiesce_supported(served):
+            assert status == 0, served.stderr  # drained: no quiesce step to die in
+            assert "drain-and-release" in served.stderr
+        else:
+            assert status == -signal.SIGKILL, served.stderr
+            assert f"{faults.KILL_AT_ENV}={step}: killing myself" in served.stderr
+        assert successor.all_devs() == served.all_devs()
+        fio.still_running()
+        fio.finish()
+    finally:
+        fio.kill()
+    finish(successor, state_file)
+    assert io_errors(dmesg, served.all_devs()) == []
+
+
+@pytest.mark.parametrize("step", SUCCESSOR_STEPS)
+def test_a_successor_killed_while_adopting_leaves_it_to_the_next(
+    step: str, tmp_path: Path, state_file: str
+) -> None:
+    served = owner(tmp_path, state_file)
+    dmesg = kernel_log()
+    fio = Fio(served.all_devs(), tmp_path)
+    try:
+        doomed = Successor(state_file)
+        doomed.env = {faults.KILL_AT_ENV: step}
+        doomed.start()
+        assert doomed.proc.wait(timeout=READY_TIMEOUT) == -signal.SIGKILL
+        doomed.stop()
+        assert f"{faults.KILL_AT_ENV}={step}: killing myself" in doomed.stderr, doomed.stderr
+        assert served.proc.wait(timeout=READY_TIMEOUT) == 0  # it had been asked, and let go
+        assert served.stop() == 0, served.stderr
+        successor = Successor(state_file).__enter__()
+        assert successor.all_devs() == served.all_devs()
+        fio.still_running()
+        fio.finish()
+    finally:
+        fio.kill()
+    finish(successor, state_file)
+    assert "Traceback" not in successor.stderr
+    assert io_errors(dmesg, served.all_devs()) == []
+
+
+def test_an_unknown_step_is_refused_at_start(tmp_path: Path, state_file: str) -> None:
+    g = Owner(f"mem,size={SIZE}", state_file=state_file)
+    g.env = {faults.KILL_AT_ENV: "after-lunch"}
+    g.start()
+    assert g.stop() == 2
+    assert "UBLK_GADGET_KILL_AT='after-lunch' is not a step" in g.stderr
+    assert not Path(state_file).exists()
