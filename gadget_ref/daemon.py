@@ -322,6 +322,8 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
             print(report.ready_line(d.describe() for d in devices), flush=True)
             log.info("serving %s", ", ".join(d.block_device for d in devices))
             _serve_until_stopped(stop, devices)
+        for device in devices:  # what failed since the last health check, before letting go
+            device.report_io_errors()
         stop.log_signals()
         if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
             faults.reached(faults.AFTER_SIGHUP)

@@ -22,7 +22,7 @@ from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_pat
 from ublk_bindings.io import Device as UblkDevice
 
 from . import faults
-from .handler import RequestHandler
+from .handler import IOErrors, RequestHandler
 from .params import DEFAULT_MAX_IO_BYTES, device_params
 from .report import feature_names
 from .spec import DeviceSpec
@@ -63,7 +63,8 @@ def dev_info_request(spec: DeviceSpec, flags: int, max_io_bytes: int) -> ublksrv
 class Device:
     """A live device serving ``target``; make it with :meth:`create`."""
 
-    def __init__(self, spec: DeviceSpec, target: Target, ublk: UblkDevice) -> None:
+    def __init__(self, spec: DeviceSpec, target: Target, ublk: UblkDevice,
+                 errors: IOErrors) -> None:
         assert ublk.info is not None
         self.spec = spec
         self.target = target
@@ -72,12 +73,15 @@ class Device:
         """The UBLK_F_* the device has, as ADD_DEV wrote them back."""
         self._ublk = ublk
         self._reported: set[int] = set()
+        self._errors = errors
 
     @classmethod
     def create(cls, ctrl: Control, spec: DeviceSpec, target: Target, flags: int,
                max_io_bytes: int = DEFAULT_MAX_IO_BYTES) -> Device:
         """Add, configure and start a device; on any failure nothing of it is left."""
-        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target))
+        errors = IOErrors()
+        ublk = UblkDevice(  # handlers are made once ADD_DEV has numbered the device
+            ctrl, lambda q_id: RequestHandler(target, errors.named(block_dev_path(ublk.dev_id))))
         with _signals_blocked():
             ublk.create(dev_info_request(spec, flags, max_io_bytes),
                         device_params(target, max_io_bytes))
@@ -86,7 +90,7 @@ class Device:
             log.info("ublkb%d: %d queues asked, the driver made %d", ublk.dev_id, spec.queues,
                      ublk.info.nr_hw_queues)
             spec = dataclasses.replace(spec, queues=int(ublk.info.nr_hw_queues))
-        device = cls(spec, target, ublk)
+        device = cls(spec, target, ublk, errors)
         log.info("%s: %s", device.block_device, device.spec)
         return device
 
@@ -97,11 +101,12 @@ class Device:
         START_USER_RECOVERY (retried while the old server still holds it), the queues,
         END_USER_RECOVERY; within ``timeout_s``, and on failure nothing of it is left open.
         """
-        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target), ready_timeout=timeout_s,
-                          on_step=faults.adopt_step)
+        errors = IOErrors().named(block_dev_path(record.dev_id))
+        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target, errors),
+                          ready_timeout=timeout_s, on_step=faults.adopt_step)
         with _signals_blocked():
             ublk.adopt(record.dev_id)
-        device = cls(record.device_spec(), target, ublk)
+        device = cls(record.device_spec(), target, ublk, errors)
         log.info("%s: adopted %s", device.block_device, device.spec)
         return device
 
@@ -111,6 +116,7 @@ class Device:
         The device stays (no STOP_DEV, no DEL_DEV); see ``handover.hand_over``.
         """
         self._ublk.detach()
+        self.report_io_errors()  # those that failed while the queues drained
 
     @property
     def block_device(self) -> str:
@@ -135,13 +141,19 @@ class Device:
         """A queue thread that died (its tags are no longer served), else None.
 
         A handler that raised only failed its own request with EIO; that is logged once
-        per queue here and reported again when the device stops.
+        per queue here and reported again when the device stops.  Requests the target
+        failed (EIO from a disk, ENOSPC) are logged once, then counted (``IOErrors``).
         """
+        self.report_io_errors()
         for q in self._ublk.queues:
             if q is not None and q.error is not None and q.q_id not in self._reported:
                 self._reported.add(q.q_id)
                 log.error("%s queue %d: a request failed: %r", self.block_device, q.q_id, q.error)
         return self._ublk.errors[0] if self._ublk.errors else None
+
+    def report_io_errors(self) -> None:
+        """Log the failed requests counted since the last report (also before letting go)."""
+        self._errors.report()
 
     def stop_and_delete(self) -> None:
         """STOP_DEV (in-flight requests finish first), join the queues, DEL_DEV.
@@ -152,5 +164,6 @@ class Device:
         at once either way.
         """
         self._ublk.stop(wait_deleted=False)
+        self.report_io_errors()
         self.target.remove()  # the device is gone: so is what only it could read
         log.info("%s: deleted", self.block_device)

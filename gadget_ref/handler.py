@@ -10,6 +10,9 @@ reports: bytes done for READ/WRITE, 0 for the others, or ``-errno``.
 from __future__ import annotations
 
 import errno
+import logging
+import os
+import threading
 
 from ublk_bindings import (
     UBLK_IO_F_FUA,
@@ -26,15 +29,65 @@ from .targets import Target
 
 SECTOR_SHIFT = 9
 
+log = logging.getLogger("ublk_gadget")
+
+_OP_NAMES = {UBLK_IO_OP_READ: "READ", UBLK_IO_OP_WRITE: "WRITE", UBLK_IO_OP_FLUSH: "FLUSH",
+             UBLK_IO_OP_DISCARD: "DISCARD", UBLK_IO_OP_WRITE_ZEROES: "WRITE_ZEROES"}
+
+
+class IOErrors:
+    """A device's failed requests, told once: a failing disk fails thousands of requests.
+
+    The first failure of each (op, errno) is logged at once with its sector range; later
+    ones are only counted, with the range they span, until :meth:`report` (the daemon's
+    health check, every second) logs how many more there were.  Shared by the device's
+    queues; the lock is taken only on the failure path.
+    """
+
+    def __init__(self) -> None:
+        self.device = "ublkb?"  # named (``named``) once the driver has numbered the device
+        self._lock = threading.Lock()
+        self._seen: set[tuple[int, int]] = set()
+        self._pending: dict[tuple[int, int], list[int]] = {}  # count, first, last sector
+
+    def named(self, device: str) -> IOErrors:
+        self.device = device
+        return self
+
+    def failed(self, op: int, sector: int, sectors: int, err: int) -> None:
+        key = (op, err)
+        last = sector + max(sectors, 1) - 1
+        with self._lock:
+            if key not in self._seen:
+                self._seen.add(key)
+                log.error("%s: %s of sectors %d-%d failed: %s (%s); more of these are counted, "
+                          "not logged one by one", self.device, _OP_NAMES.get(op, f"op {op}"),
+                          sector, last, errno.errorcode.get(err, str(err)), os.strerror(err))
+                return
+            pending = self._pending.setdefault(key, [0, sector, last])
+            pending[0] += 1
+            pending[1] = min(pending[1], sector)
+            pending[2] = max(pending[2], last)
+
+    def report(self) -> None:
+        """Log the failures counted since the last report, one line per (op, errno)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for (op, err), (count, first, last) in sorted(pending.items()):
+            log.error("%s: %d more %s failures (%s) in sectors %d-%d", self.device, count,
+                      _OP_NAMES.get(op, f"op {op}"), errno.errorcode.get(err, str(err)),
+                      first, last)
+
 
 class RequestHandler:
     """Serves requests against one target; one instance per queue, called from its thread."""
 
     __slots__ = ("target", "_size", "_read", "_write", "_flush", "_discard", "_write_zeroes",
-                 "_writable")
+                 "_writable", "_errors")
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, errors: IOErrors | None = None) -> None:
         self.target = target
+        self._errors = errors if errors is not None else IOErrors()
         self._size = target.size
         # Bound methods looked up once, not per request.
         self._read = target.read
@@ -70,4 +123,6 @@ class RequestHandler:
                 return 0
             return -errno.EOPNOTSUPP
         except OSError as e:
-            return -(e.errno or errno.EIO)
+            err = e.errno or errno.EIO
+            self._errors.failed(op, iod.start_sector, iod.nr_sectors, err)
+            return -err

@@ -21,6 +21,8 @@ DEFAULT_QUEUES = 1
 DEFAULT_DEPTH = 64
 DEFAULT_BLOCK_SIZE = 512
 BLOCK_SIZES = (512, 4096)
+MAX_SIZE = (1 << 63) - 1
+"""The largest size= Linux can serve: a block device's byte offsets are signed 64-bit."""
 
 _KEYS = {
     "null": ("size", "queues", "depth", "block_size", "read_only"),
@@ -29,7 +31,8 @@ _KEYS = {
 }
 
 _SUFFIX = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-_SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE)
+# re.ASCII: with Unicode case folding, IGNORECASE would take the KELVIN SIGN for a "k".
+_SIZE_RE = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE | re.ASCII)
 
 
 class SpecError(ValueError):
@@ -76,12 +79,20 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.fullmatch(text.strip())
     if not m:
         raise ValueError(f"{text!r} is not a size (a whole number with an optional K, M, G or T)")
-    return int(m.group(1)) << _SUFFIX[m.group(2).upper()]
+    digits = m.group(1).lstrip("0") or "0"
+    # Too many digits for any device, and for int() (sys.get_int_max_str_digits()) too.
+    too_long = len(digits) > len(str(MAX_SIZE))
+    size = MAX_SIZE + 1 if too_long else int(digits) << _SUFFIX[m.group(2).upper()]
+    if size > MAX_SIZE:
+        raise ValueError(f"{text.strip()!r} is too large (at most {MAX_SIZE} bytes)")
+    return size
 
 
 def _int_in(key: str, text: str, low: int, high: int) -> int:
     if not re.fullmatch(r"[0-9]+", text):
         raise ValueError(f"{key}={text!r} is not a whole number")
+    if len(text.lstrip("0")) > len(str(high)):  # also too long for int() to convert
+        raise ValueError(f"{key}={text} is out of range {low}..{high}")
     value = int(text)
     if not low <= value <= high:
         raise ValueError(f"{key}={value} is out of range {low}..{high}")

@@ -147,19 +147,22 @@ class _Fields:
     def uint(self, key: str) -> int:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{self._name(key)}: expected a non-negative integer, got {value!r}")
+            raise ValueError(
+                f"{self._name(key)}: expected a non-negative integer, got {_kind(value)}")
         return value
 
     def text(self, key: str) -> str:
         value = self._get(key)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{self._name(key)}: expected a non-empty string, got {value!r}")
+            raise ValueError(
+                f"{self._name(key)}: expected a non-empty string, got {_kind(value)}")
         return value
 
     def texts(self, key: str) -> tuple[str, ...]:
         value = self._get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{self._name(key)}: expected a list of strings, got {value!r}")
+            raise ValueError(
+                f"{self._name(key)}: expected a list of strings, got {_kind(value)}")
         return tuple(value)
 
     def optional(self, key: str) -> object:
@@ -173,6 +176,8 @@ class _Fields:
 
 
 def _kind(value: object) -> str:
+    """``value`` for a message: a container by its kind only (it may be huge, or nested too
+    deeply for repr()), a scalar as it is."""
     if isinstance(value, Mapping):
         return "an object"
     return "a list" if isinstance(value, list) else repr(value)
@@ -228,9 +233,10 @@ def parse_state(data: object) -> DaemonState:
     if not isinstance(data, Mapping) or data.get("format") != STATE_FORMAT:
         raise StateForeign(f"not a {STATE_FORMAT} file (no \"format\": \"{STATE_FORMAT}\")")
     version = data.get("version")
-    if isinstance(version, bool) or version not in READ_VERSIONS:
+    # An int, not a float or a bool that compares equal to one (1.0 in (1, 2) is True).
+    if type(version) is not int or version not in READ_VERSIONS:
         raise StateForeign(
-            f"state version {version!r} is not supported (this ublk-gadget reads "
+            f"state version {_kind(version)} is not supported (this ublk-gadget reads "
             f"{' and '.join(map(str, READ_VERSIONS))})"
         )
     assert isinstance(version, int)
@@ -272,6 +278,10 @@ def read_state(path: str) -> DaemonState:
         ) from None
     except UnicodeDecodeError as e:
         raise StateError(f"{path}: corrupt state file, not UTF-8 text ({e.reason})") from None
+    except RecursionError:
+        raise StateError(f"{path}: corrupt state file, JSON nested too deeply") from None
+    except ValueError:  # the only other: int() refuses a number of so many digits
+        raise StateError(f"{path}: corrupt state file, a number with too many digits") from None
     try:
         return parse_state(data)
     except ValueError as e:

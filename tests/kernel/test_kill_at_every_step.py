@@ -27,12 +27,16 @@ from test_handover import (
     finish,
     io_errors,
     kernel_log,
+    no_gadget_left_running,
     quiesce_supported,
+    state_file,
 )
 
 from ublk_gadget import faults
 
 pytestmark = pytest.mark.ublk
+
+__all__ = ["no_gadget_left_running", "state_file"]  # fixtures, used by name
 
 OWNER_STEPS = (faults.AFTER_SIGHUP, faults.MID_QUIESCE, faults.AFTER_RELEASE)
 SUCCESSOR_STEPS = tuple(faults.ADOPT.values())

@@ -17,7 +17,7 @@ from ublk_bindings import (
     UBLK_IO_OP_ZONE_OPEN,
     ublksrv_io_desc,
 )
-from ublk_gadget.handler import RequestHandler
+from ublk_gadget.handler import IOErrors, RequestHandler
 from ublk_gadget.targets import Target
 
 
@@ -133,3 +133,41 @@ def test_a_read_only_target_still_reads_and_flushes() -> None:
     t = Recorder(read_only=True)
     assert serve(t, iod(UBLK_IO_OP_READ, nr_sectors=1)) == 512
     assert serve(t, iod(UBLK_IO_OP_FLUSH)) == 0
+
+
+# --- failures of the backing store: told once, then counted ----------------------------------
+
+def test_a_failing_backing_store_is_logged_once_with_device_and_sectors_then_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t = Recorder(size=8 << 20)
+    t.fail = OSError(errno.EIO, "Input/output error")
+    errors = IOErrors().named("/dev/ublkb4")
+    handler = RequestHandler(t, errors)
+    buf = memoryview(bytearray(65536))
+    with caplog.at_level("ERROR", logger="ublk_gadget"):
+        assert handler(1, iod(UBLK_IO_OP_READ, 2048, 8), buf) == -errno.EIO
+        assert handler(2, iod(UBLK_IO_OP_READ, 4096, 8), buf) == -errno.EIO
+        assert handler(3, iod(UBLK_IO_OP_READ, 1024, 16), buf) == -errno.EIO
+        t.fail = OSError(errno.ENOSPC, "No space left on device")
+        assert handler(4, iod(UBLK_IO_OP_WRITE, 64, 8), buf) == -errno.ENOSPC
+    assert caplog.messages == [
+        "/dev/ublkb4: READ of sectors 2048-2055 failed: EIO (Input/output error); more of "
+        "these are counted, not logged one by one",
+        "/dev/ublkb4: WRITE of sectors 64-71 failed: ENOSPC (No space left on device); more of "
+        "these are counted, not logged one by one",
+    ]
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="ublk_gadget"):
+        errors.report()
+        errors.report()  # nothing new: nothing said
+    assert caplog.messages == ["/dev/ublkb4: 2 more READ failures (EIO) in sectors 1024-4103"]
+
+
+def test_requests_that_succeed_are_not_counted(caplog: pytest.LogCaptureFixture) -> None:
+    errors = IOErrors().named("/dev/ublkb0")
+    with caplog.at_level("ERROR", logger="ublk_gadget"):
+        assert RequestHandler(Recorder(), errors)(1, iod(UBLK_IO_OP_READ, 0, 8),
+                                                  memoryview(bytearray(4096))) == 4096
+        errors.report()
+    assert caplog.messages == []
