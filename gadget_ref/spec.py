@@ -91,9 +91,10 @@ def parse_size(text: str) -> int:
 def _int_in(key: str, text: str, low: int, high: int) -> int:
     if not re.fullmatch(r"[0-9]+", text):
         raise ValueError(f"{key}={text!r} is not a whole number")
-    if len(text.lstrip("0")) > len(str(high)):  # also too long for int() to convert
+    digits = text.lstrip("0") or "0"  # int() counts leading zeros against its digit limit
+    if len(digits) > len(str(high)):
         raise ValueError(f"{key}={text} is out of range {low}..{high}")
-    value = int(text)
+    value = int(digits)
     if not low <= value <= high:
         raise ValueError(f"{key}={value} is out of range {low}..{high}")
     return value

@@ -148,7 +148,6 @@ class Queue:
         self._kick_r = self._kick_w = -1
         self._kick_lock = threading.Lock()  # kick() must not write to a closed, reused fd
         try:
-            self._map_descriptors(char_fd)
             buf_base = self._allocate_buffers()
             self._prepare_sqes(char_fd, buf_base, (fetch_op, commit_op, get_data_op))
             self._kick_buf = ctypes.create_string_buffer(8)
@@ -223,7 +222,15 @@ class Queue:
     # -- the data plane ---------------------------------------------------------------------
 
     def fetch(self) -> None:
-        """Submit FETCH_REQ for every tag (and the wake-up read); START_DEV waits for this."""
+        """Submit FETCH_REQ for every tag (and the wake-up read), then map the descriptors;
+        START_DEV waits for this.
+
+        Mapped after the FETCHes, not before: the driver dispatches nothing until START_DEV
+        or END_USER_RECOVERY, and the first mmap ties the device to this process (the
+        driver's ``ub->mm``).  On Linux 6.12 a recovering server that died after mapping but
+        before any queue was ready leaves a device no START_USER_RECOVERY accepts again
+        (EINVAL); fetched first, this queue is ready before it maps anything.
+        """
         sqe = self.ring.get_sqe()
         sqe.opcode = IORING_OP_READ
         sqe.fd = self._kick_r
@@ -233,6 +240,7 @@ class Queue:
         self.ring.put_many(self._fetch_sqe)
         self.ring.submit()
         self._fetched = True
+        self._map_descriptors(self._fd)
 
     def run(self) -> None:
         """Serve until every tag is closed (ABORT) or :meth:`kick` is called.
