@@ -354,7 +354,12 @@ def _can_hand_over(devices: Sequence[Device], state_file: str | None) -> bool:
 
 def _serve_until_stopped(stop: _StopRequest, devices: Sequence[Device]) -> None:
     """Sleep until a signal comes; wake now and then to notice a queue thread that died."""
+    unclaimed = [d for d in devices if not d.target.claim()]
+    if unclaimed:
+        log.info("%s: the disk is still claimed by the previous owner; claiming it once that "
+                 "has let go", ", ".join(d.block_device for d in unclaimed))
     while not stop.wait(HEALTH_CHECK_S):
+        unclaimed = [d for d in unclaimed if not d.target.claim()]
         for device in devices:
             failure = device.failure()
             if failure is not None:

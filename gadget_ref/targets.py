@@ -75,6 +75,10 @@ class Target:
         """The file a successor must find again to serve the same data (None: no data)."""
         return None
 
+    def claim(self) -> bool:
+        """Take what a successor could not while its owner held it; whether it is held."""
+        return True
+
     def close(self) -> None:
         """Release what the target holds; idempotent.  The data stays (a handover)."""
 
@@ -197,9 +201,13 @@ class FileTarget(Target):
     kind = "file"
     volatile_cache = True
 
-    def __init__(self, spec: DeviceSpec) -> None:
+    def __init__(self, spec: DeviceSpec, exclusive: bool = True) -> None:
+        """``exclusive``: claim a block device (O_EXCL) now; a successor cannot while its
+        owner holds the claim, so it opens the disk shared and claims it later (:meth:`claim`).
+        """
         assert spec.path is not None
         self.path = os.path.abspath(spec.path)
+        self._claim_fd = -1
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -211,8 +219,9 @@ class FileTarget(Target):
             raise TargetError(f"file target: {self.path} is neither a regular file nor a block device")
 
         flags = (os.O_RDONLY if spec.read_only else os.O_RDWR) | os.O_CLOEXEC
-        if self.is_block_device:
+        if self.is_block_device and exclusive:
             flags |= os.O_EXCL  # refuses a disk that is mounted or otherwise claimed
+        self._opened_exclusive = bool(flags & os.O_EXCL)
         self.fd, self.direct = _open(self.path, flags, spec.block_size)
         try:
             file_size = os.lseek(self.fd, 0, os.SEEK_END)
@@ -267,10 +276,29 @@ class FileTarget(Target):
             n = min(ZERO_CHUNK, end - offset)
             offset += os.pwritev(self.fd, [ZEROES[:n]], offset)
 
+    @property
+    def claimed(self) -> bool:
+        """Whether nobody else can open the disk exclusively (mount it) meanwhile."""
+        return not self.is_block_device or self._claim_fd >= 0 or self._opened_exclusive
+
+    def claim(self) -> bool:
+        """Try to take the exclusive claim on a block device opened shared (after a handover,
+        once the old owner has let go of it); whether it is held now."""
+        if self.claimed:
+            return True
+        try:
+            self._claim_fd = os.open(self.path, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            return False
+        return True
+
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self._claim_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._claim_fd = -1
 
     def backing(self) -> Backing | None:
         return Backing.of(self.path, self.fd)
@@ -338,7 +366,7 @@ def reopen_target(spec: DeviceSpec, backing: Backing | None, what: str) -> Targe
         return MemTarget.reopen(spec, backing)
     if spec.target != "file" or backing is None:  # null; or a file recorded by state version 1
         return open_target(spec)
-    target = FileTarget(spec)
+    target = FileTarget(spec, exclusive=False)  # the owner still holds its claim
     try:
         backing.check(target.fd, what)
     except BackingError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,10 @@ def test_bad_sectors_fail_with_eio_and_the_rest_is_served_across_a_handover(
     successor = hand_over(owner, state_file)
     assert direct(dev, 0, length=MiB) == good
     assert errno_of(dev, bad) == errno.EIO
+    time.sleep(2.5)  # the successor's health check claims the disk once the owner let go
+    with pytest.raises(OSError) as raised:
+        os.close(os.open(bad_disk, os.O_RDONLY | os.O_EXCL))
+    assert raised.value.errno == errno.EBUSY, "the successor holds the disk exclusively"
     finish(successor, state_file)
     said = owner.stderr
     assert said.count(f"READ of sectors {BAD_SECTORS[0]}-{BAD_SECTORS[1]} failed: EIO") == 1, said

@@ -107,6 +107,7 @@ def test_an_unknown_step_is_refused_at_start(tmp_path: Path, state_file: str) ->
     g = Owner(f"mem,size={SIZE}", state_file=state_file)
     g.env = {faults.KILL_AT_ENV: "after-lunch"}
     g.start()
-    assert g.stop() == 2
+    assert g.proc.wait(timeout=READY_TIMEOUT) == 2
+    g.stop()
     assert "UBLK_GADGET_KILL_AT='after-lunch' is not a step" in g.stderr
     assert not Path(state_file).exists()
