@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,21 @@ class Fio:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@contextmanager
+def fio_throughout(served: Gadget, tmp_path: Path) -> Iterator[Fio]:
+    """fio write+verify on every device of ``served`` while the block runs; then it must have
+    verified without error, and the kernel must have logged no I/O error for the devices."""
+    dmesg = kernel_log()
+    fio = Fio(served.all_devs(), tmp_path)
+    try:
+        yield fio
+        fio.still_running()
+        fio.finish()
+    finally:
+        fio.kill()
+    assert io_errors(dmesg, served.all_devs()) == []
 
 
 def longest_write_ms(report: dict[str, Any]) -> float:

@@ -21,12 +21,10 @@ import pytest
 from test_gadget import READY_TIMEOUT, backing_file
 from test_handover import (
     SIZE,
-    Fio,
     Owner,
     Successor,
     finish,
-    io_errors,
-    kernel_log,
+    fio_throughout,
     no_gadget_left_running,
     quiesce_supported,
     state_file,
@@ -55,9 +53,7 @@ def test_an_owner_killed_during_its_handover_loses_nothing(
     step: str, tmp_path: Path, state_file: str
 ) -> None:
     served = owner(tmp_path, state_file, kill_at=step)
-    dmesg = kernel_log()
-    fio = Fio(served.all_devs(), tmp_path)
-    try:
+    with fio_throughout(served, tmp_path):
         successor = Successor(state_file).__enter__()  # SIGHUPs the owner, which dies at step
         status = served.proc.wait(timeout=READY_TIMEOUT)
         served.stop()
@@ -68,12 +64,7 @@ def test_an_owner_killed_during_its_handover_loses_nothing(
             assert status == -signal.SIGKILL, served.stderr
             assert f"{faults.KILL_AT_ENV}={step}: killing myself" in served.stderr
         assert successor.all_devs() == served.all_devs()
-        fio.still_running()
-        fio.finish()
-    finally:
-        fio.kill()
     finish(successor, state_file)
-    assert io_errors(dmesg, served.all_devs()) == []
 
 
 @pytest.mark.parametrize("step", SUCCESSOR_STEPS)
@@ -81,9 +72,7 @@ def test_a_successor_killed_while_adopting_leaves_it_to_the_next(
     step: str, tmp_path: Path, state_file: str
 ) -> None:
     served = owner(tmp_path, state_file)
-    dmesg = kernel_log()
-    fio = Fio(served.all_devs(), tmp_path)
-    try:
+    with fio_throughout(served, tmp_path):
         doomed = Successor(state_file)
         doomed.env = {faults.KILL_AT_ENV: step}
         doomed.start()
@@ -94,13 +83,8 @@ def test_a_successor_killed_while_adopting_leaves_it_to_the_next(
         assert served.stop() == 0, served.stderr
         successor = Successor(state_file).__enter__()
         assert successor.all_devs() == served.all_devs()
-        fio.still_running()
-        fio.finish()
-    finally:
-        fio.kill()
     finish(successor, state_file)
     assert "Traceback" not in successor.stderr
-    assert io_errors(dmesg, served.all_devs()) == []
 
 
 def test_an_unknown_step_is_refused_at_start(tmp_path: Path, state_file: str) -> None:
