@@ -28,10 +28,10 @@ from ublk_bindings.ctrl import CONTROL_PATH, Control
 
 from . import faults, handover, report
 from .adopt import Adoption, watch_owner
+from .backing import DEFAULT_MEMORY_DIR
 from .device import DAEMON_SIGNALS, Device
 from .handover import Deadline
 from .spec import DeviceSpec
-from .backing import DEFAULT_MEMORY_DIR
 from .state import DaemonState, DeviceState, refuse_existing, remove_state, write_state
 from .targets import Target, open_target, reopen_target
 
