@@ -14,7 +14,13 @@ import os
 import signal
 import sys
 
-from ublk_bindings.io import STEP_AFTER_START, STEP_BEFORE_END, STEP_BEFORE_START, STEP_QUEUE_FETCHED
+from ublk_bindings.io import (
+    STEP_AFTER_START,
+    STEP_BEFORE_END,
+    STEP_BEFORE_START,
+    STEP_QUEUE_FETCHED,
+    STEP_RESUMED,
+)
 
 KILL_AT_ENV = "UBLK_GADGET_KILL_AT"
 
@@ -54,5 +60,9 @@ def reached(step: str) -> None:
 
 
 def adopt_step(runtime_step: str) -> None:
-    """``ublk_bindings.io.Device``'s ``on_step`` hook: the runtime's steps, by our names."""
+    """``ublk_bindings.io.Device``'s ``on_step`` hook: the runtime's steps, by our names; the
+    one that is news to a user (a recovery resumed, Linux 6.12) is logged."""
+    if runtime_step == STEP_RESUMED:
+        log.warning("%s", runtime_step)
+        return
     reached(ADOPT[runtime_step])

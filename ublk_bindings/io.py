@@ -335,7 +335,9 @@ STEP_AFTER_START = "after START_USER_RECOVERY"
 STEP_QUEUE_FETCHED = "a queue fetched"
 """Reported from that queue's thread, once its FETCHes are queued (create and adopt alike)."""
 STEP_BEFORE_END = "before END_USER_RECOVERY"
-ADOPT_STEPS = (STEP_BEFORE_START, STEP_AFTER_START, STEP_QUEUE_FETCHED, STEP_BEFORE_END)
+STEP_RESUMED = "START_USER_RECOVERY refused (EINVAL): resuming the recovery an earlier server began"
+ADOPT_STEPS = (STEP_BEFORE_START, STEP_RESUMED, STEP_AFTER_START, STEP_QUEUE_FETCHED,
+               STEP_BEFORE_END)
 
 
 class Device:
@@ -503,6 +505,7 @@ class Device:
             except UblkError as e:
                 if e.errno == errno.EINVAL and self._resumable(dev_id):
                     resumed = e
+                    self._step(STEP_RESUMED)
                     break
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
                     self.info = None

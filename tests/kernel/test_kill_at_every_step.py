@@ -30,6 +30,7 @@ from test_handover import (
     state_file,
 )
 
+from ublk_bindings.io import STEP_AFTER_START, STEP_RESUMED
 from ublk_gadget import faults
 
 pytestmark = pytest.mark.ublk
@@ -85,6 +86,9 @@ def test_a_successor_killed_while_adopting_leaves_it_to_the_next(
         assert successor.all_devs() == served.all_devs()
     finish(successor, state_file)
     assert "Traceback" not in successor.stderr
+    if step == faults.ADOPT[STEP_AFTER_START] and not quiesce_supported(served):
+        # Linux 6.12 (no QUIESCE) refuses a second START_USER_RECOVERY: resumed instead
+        assert STEP_RESUMED in successor.stderr, successor.stderr
 
 
 def test_an_unknown_step_is_refused_at_start(tmp_path: Path, state_file: str) -> None:
