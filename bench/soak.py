@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,12 @@ def crash_then_adopt(owner: Gadget, state_file: str, log: Path) -> tuple[Gadget,
     return successor, (float(successor.ready["t"]) - killed) * 1e3
 
 
+def _say(text: str) -> None:
+    print(text, flush=True)  # through the VM's serial console, as it happens
+
+
 def run(work: Path, live: int, crash: int, standby: int, pause_s: float = 1.0,
-        say: Any = print) -> Soak:
+        say: Callable[[str], None] = _say) -> Soak:
     """The soak itself (on a host with the ublk driver); raises SoakFailure on any loss."""
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
