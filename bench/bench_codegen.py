@@ -4,11 +4,12 @@
 
 Import: each sample is a fresh interpreter timing one ``import`` statement from inside
 (``perf_counter`` around it), so interpreter start-up is excluded.  The reference is
-``import ctypes``, which every ctypes binding pays; the figure that matters is what
-``ublk_bindings`` adds on top (target: < 30 ms).  The generated modules are also timed alone,
-loaded from their files, so a heavier runtime in ``ublk_bindings/__init__`` shows up apart.
+``import ctypes``, which every ctypes binding pays; the figure that matters is the CPU time
+``import ublk_bindings`` adds on top, best of the runs (target: <= 10 ms; the runtime is
+imported lazily, on first use of one of its names).  The generated modules are also timed
+alone, loaded from their files, so a heavier ``ublk_bindings/__init__`` shows up apart.
 
-Generation: in-process ``generate()`` of the bundled headers (target: < 2 s), against the
+Generation: in-process ``generate()`` of the bundled headers (target: < 1 s), against the
 system ``cpp`` on the same header, the floor every run pays.
 """
 
@@ -38,8 +39,9 @@ _LOAD_FILE = ("import importlib.util as u; s = u.spec_from_file_location('m', {p
               "m = u.module_from_spec(s); s.loader.exec_module(m)")
 
 
-def import_seconds(statement: str, runs: int) -> tuple[float, float]:
-    """Medians over fresh interpreters of the wall and CPU time one import statement takes.
+def import_seconds(statement: str, runs: int) -> tuple[float, float, float]:
+    """Medians over fresh interpreters of the wall and CPU time one import statement takes,
+    and the best CPU time (the figure least disturbed by whatever else the machine runs).
 
     Bytecode caching is forced on and warmed first: an installed wheel ships .pyc files,
     and compiling the source on every start (PYTHONDONTWRITEBYTECODE) is not its cost.
@@ -53,7 +55,7 @@ def import_seconds(statement: str, runs: int) -> tuple[float, float]:
             wall, cpu = map(float, out.stdout.split())
             walls.append(wall)
             cpus.append(cpu)
-    return statistics.median(walls), statistics.median(cpus)
+    return statistics.median(walls), statistics.median(cpus), min(cpus)
 
 
 def call_seconds(function: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from ublk_bindings_codegen.generate import generate
     from ublk_bindings_codegen.preprocess import cpp_command
 
-    ctypes_s, ctypes_cpu = import_seconds("import ctypes", args.runs)
-    rows = [("import ctypes (reference)", ctypes_s, ctypes_cpu)]
+    ctypes_s, ctypes_cpu, ctypes_best = import_seconds("import ctypes", args.runs)
+    rows = [("import ctypes (reference)", ctypes_s, ctypes_cpu, ctypes_best)]
     for label, statement in [
         ("import ublk_bindings", "import ublk_bindings"),
         ("ublk_cmd.py alone", _LOAD_FILE.format(path=str(REPO / "ublk_bindings/ublk_cmd.py"))),
@@ -91,15 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((label, *import_seconds(statement, args.runs)))
     print(f"import time, median of {args.runs} fresh interpreters (CPU time is the figure a "
           "busy machine does not inflate):")
-    print(f"  {'':30} {'ms':>8} {'x ctypes':>9} {'added ms':>9} {'CPU ms':>8} {'added':>7}")
-    for label, seconds, cpu in rows:
+    print(f"  {'':30} {'ms':>8} {'x ctypes':>9} {'added ms':>9} {'CPU ms':>8} {'added':>7} "
+          f"{'best CPU':>9} {'added':>7}")
+    for label, seconds, cpu, best in rows:
         print(f"  {label:30} {seconds * 1e3:8.2f} {seconds / ctypes_s:9.2f} "
               f"{(seconds - ctypes_s) * 1e3:9.2f} {cpu * 1e3:8.2f} "
-              f"{(cpu - ctypes_cpu) * 1e3:7.2f}")
-    added, added_cpu = rows[1][1] - ctypes_s, rows[1][2] - ctypes_cpu
-    print(f"  import ublk_bindings adds {added * 1e3:.1f} ms wall, {added_cpu * 1e3:.1f} ms CPU "
-          f"over import ctypes (target < 30 ms): wall {_verdict(added < 0.030)}, "
-          f"CPU {_verdict(added_cpu < 0.030)}")
+              f"{(cpu - ctypes_cpu) * 1e3:7.2f} {best * 1e3:9.2f} "
+              f"{(best - ctypes_best) * 1e3:7.2f}")
+    added, added_best = rows[1][1] - ctypes_s, rows[1][3] - ctypes_best
+    print(f"  import ublk_bindings adds {added_best * 1e3:.1f} ms CPU over import ctypes, best "
+          f"of {args.runs} (target <= 10 ms): {_verdict(added_best <= 0.010)}; "
+          f"median wall {added * 1e3:.1f} ms")
 
     print(f"\ngeneration time, median of {args.runs} runs in one process (CPU includes cpp):")
     print(f"  {'':30} {'ms':>8} {'cpp ms':>8} {'x cpp':>7} {'CPU ms':>8} {'cpp CPU':>8}")
@@ -112,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         worst, worst_cpu = max(worst, gen_s), max(worst_cpu, gen_cpu)
         print(f"  {header.name:30} {gen_s * 1e3:8.1f} {cpp_s * 1e3:8.1f} {gen_s / cpp_s:7.1f} "
               f"{gen_cpu * 1e3:8.1f} {cpp_cpu * 1e3:8.1f}")
-    print(f"  slowest generation {worst:.2f} s wall, {worst_cpu:.2f} s CPU (target < 2 s): "
-          f"wall {_verdict(worst < 2)}, CPU {_verdict(worst_cpu < 2)}")
+    print(f"  slowest generation {worst:.2f} s wall, {worst_cpu:.2f} s CPU (target < 1 s): "
+          f"wall {_verdict(worst < 1)}, CPU {_verdict(worst_cpu < 1)}")
     return 0
 
 

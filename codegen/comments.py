@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# Control characters (NUL, CR, ...) cannot or should not appear in generated source.
+_PRINTABLE = {c: "\ufffd" for c in [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F]}
 _TOKEN = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'', re.S)
 
 
@@ -31,7 +33,9 @@ class Comments:
 
     @classmethod
     def of_file(cls, path: str) -> Comments:
-        return cls(Path(path).read_text(encoding="utf-8", errors="replace"))
+        """Any encoding, any line ending: comment text only ever becomes docstrings."""
+        text = Path(path).read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+        return cls(text.translate(_PRINTABLE))
 
     def for_line(self, line: int) -> str | None:
         """The trailing comment on ``line``, else the comment block ending just above it."""

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Location:
-    """A place in a C source file, as the user knows it (path as given, 1-based line)."""
+    """A place in a C source file, as the user knows it (path as given, 1-based line).
+
+    Line 0 stands for the file as a whole (it does not exist, it is empty, ...).
+    """
 
     file: str
-    line: int
+    line: int = 0
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 class GenError(Exception):

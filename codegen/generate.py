@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pycparser import c_ast
 
-from . import __version__, families, macros
-from .diagnostics import GenError, GenErrors
+from . import __version__, families, layout, macros
+from .diagnostics import GenError, GenErrors, Location
 from .model import Function, Module
 from .parse import Parsed, parse
 from .preprocess import preprocess
@@ -32,7 +32,7 @@ def build(header: Path, output: Path | None = None, *, kernel: str | None = None
     pre = preprocess(header, include_dirs)
     parsed = parse(pre)
     needs = Needs()
-    errors: list[GenError] = []
+    errors: list[GenError] = list(layout.verify(parsed.records))
     try:
         constants = macros.evaluate(pre.defines, parsed, needs)
     except GenErrors as e:
@@ -41,6 +41,9 @@ def build(header: Path, output: Path | None = None, *, kernel: str | None = None
     functions = _functions(parsed, needs, errors)
     if errors:
         raise GenErrors(errors)
+    if not (parsed.records or parsed.enums or parsed.typedefs or constants or functions):
+        raise GenError(Location(str(header)), "no definitions (no struct, union, enum, "
+                                              "typedef, integer macro or inline helper)")
     base = output.resolve().parent if output is not None else Path.cwd()
     module = Module(
         header_name=header.name,
@@ -87,16 +90,20 @@ def _functions(parsed: Parsed, needs: Needs, errors: list[GenError]) -> list[Fun
 
 
 def _check_names(module: Module) -> None:
-    seen: dict[str, str] = {}
-    groups = [("macro", [c.name for c in module.constants]),
-              ("enumerator", [e.name for en in module.enums for e in en.enumerators]),
-              ("enum", [e.tag for e in module.enums if e.tag]),
-              ("typedef", [t.name for t in module.typedefs]),
-              ("record", [r.name for r in module.records]),
-              ("family", [f.name for f in module.families]),
-              ("function", [f.name for f in module.functions])]
+    seen: dict[str, tuple[str, Location | None]] = {}
+    groups: list[tuple[str, list[tuple[str, Location | None]]]] = [
+        ("macro", [(c.name, c.location) for c in module.constants]),
+        ("enumerator", [(e.name, e.location) for en in module.enums for e in en.enumerators]),
+        ("enum", [(e.tag, e.location) for e in module.enums if e.tag]),
+        ("typedef", [(t.name, t.location) for t in module.typedefs]),
+        ("record", [(r.name, r.location) for r in module.records]),
+        ("family", [(f.name, None) for f in module.families]),
+        ("function", [(f.name, f.location) for f in module.functions])]
     for kind, names in groups:
-        for name in names:
+        for name, where in names:
             if name in seen:
-                raise GenError(None, f"{kind} {name} clashes with the {seen[name]} of that name")
-            seen[name] = kind
+                other, other_where = seen[name]
+                at = f" at {other_where}" if other_where else ""
+                raise GenError(where or other_where,
+                               f"{kind} {name} clashes with the {other} of that name{at}")
+            seen[name] = kind, where

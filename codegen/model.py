@@ -37,7 +37,12 @@ TypeRef = Union[Scalar, RecordRef, Array]
 
 @dataclass
 class Field:
-    """A member; anonymous struct/union members get a private name and ``anonymous``."""
+    """A member; anonymous struct/union members get a private name and ``anonymous``.
+
+    ``name`` is the C name ("" for an unnamed bit-field, which only takes up bits);
+    ``python_name`` is the attribute it is rendered as (see :func:`.parse.python_names`).
+    ``packed`` and ``aligned`` are the member's own ``__attribute__``s (``_Alignas`` too).
+    """
 
     name: str
     type: TypeRef
@@ -45,6 +50,9 @@ class Field:
     doc: str | None = None
     bits: int | None = None
     anonymous: bool = False
+    packed: bool = False
+    aligned: int | None = None
+    python_name: str = ""
 
 
 @dataclass
@@ -56,7 +64,10 @@ class Record:
     tag: str | None
     location: Location
     fields: list[Field] = field(default_factory=list)
-    packed: bool = False
+    packed: bool = False  # __attribute__((packed)) on the record
+    aligned: int | None = None  # __attribute__((aligned(N))) on the record
+    pack: int | None = None  # the #pragma pack(N) in force where it is defined
+    typedef: bool = False  # typedef struct { ... } name;  (``name`` is the typedef's)
     doc: str | None = None
 
 

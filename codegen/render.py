@@ -13,10 +13,11 @@ from pathlib import Path
 
 import jinja2
 
-from .cint import CHAR
+from .cint import BOOL, CHAR, SCHAR, UCHAR
+from .layout import Layout, ctypes_pack, gcc_layouts, plan
 from .model import (Array, Constant, Function, Module, Record, RecordRef, Scalar,
                     TypeRef)
-from .translate import class_ref, ctype_of, mangled, py_name, python_literal
+from .translate import class_ref, ctype_of, mangled, python_literal
 from .typetable import describe
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -40,18 +41,20 @@ class _Class:
     anonymous: list[str]
     annotations: list[tuple[str, str, str | None]]  # (name, annotation, doc)
     summary: str = ""
+    pack: int | None = None
 
 
 def render(module: Module, helpers: set[str]) -> str:
     """The generated module's source text."""
     records = {r.name: r for r in module.records}
-    classes = [_class(r, records) for r in module.records]
+    layouts = gcc_layouts(module.records)
+    classes = [_class(r, records, layouts) for r in module.records]
     exported = (
         [c.name for c in module.constants]
         + [e.name for enum in module.enums for e in enum.enumerators]
         + [enum.tag for enum in module.enums if enum.tag]
         + [t.name for t in module.typedefs]
-        + [r.name for r in module.records if r.tag]
+        + [r.name for r in module.records if r.tag or r.typedef]
         + [f.name for f in module.families]
         + [f.name for f in module.functions])
     return _template().render(
@@ -112,15 +115,28 @@ def _enum_classes(module: Module) -> list[_EnumClass]:
     return classes
 
 
-def _class(record: Record, records: dict[str, Record]) -> _Class:
-    members = [_Member(py_name(f.name), ctype_of(f.type), f.bits,
-                       "" if _is_record(f.type) else describe(f.type))
-               for f in record.fields]
+def _class(record: Record, records: dict[str, Record], layouts: dict[str, Layout]) -> _Class:
+    members = [_Member(slot.name, _bitfield_ctype(slot.type) if slot.bits else
+                       ctype_of(slot.type), slot.bits,
+                       "padding" if slot.padding else
+                       "" if _is_record(slot.type) else describe(slot.type))
+               for slot in plan(record, layouts.__getitem__)]
     summary = (f"C ``{record.kind} {record.tag}``." if record.tag else
+               f"C ``typedef {record.kind} {{...}} {record.name}``." if record.typedef else
                f"An anonymous {record.kind} member of {_owner(record, records)}.")
     return _Class(record, "ctypes.Structure" if record.kind == "struct" else "ctypes.Union",
-                  members, [py_name(f.name) for f in record.fields if f.anonymous],
-                  list(_annotations(record, records)), summary)
+                  members, [f.python_name for f in record.fields if f.anonymous],
+                  list(_annotations(record, records)), summary, ctypes_pack(record))
+
+
+def _bitfield_ctype(t: TypeRef) -> str:
+    """ctypes refuses bit-fields of c_char (a char bit-field is the signed byte it is on
+    x86), and its c_bool bit-fields write bit 0 whatever their offset: an unsigned byte."""
+    if isinstance(t, Scalar) and t.cint == CHAR:
+        return SCHAR.ctype
+    if isinstance(t, Scalar) and t.cint == BOOL:
+        return UCHAR.ctype
+    return ctype_of(t)
 
 
 def _owner(record: Record, records: dict[str, Record]) -> str:
@@ -136,8 +152,8 @@ def _annotations(record: Record, records: dict[str, Record]):  # type: ignore[no
         if f.anonymous:
             assert isinstance(f.type, RecordRef)
             yield from _annotations(records[f.type.name], records)
-        elif not mangled(f.name):
-            yield py_name(f.name), annotation(f.type), f.doc
+        elif f.name and not mangled(f.python_name):
+            yield f.python_name, "int" if f.bits is not None else annotation(f.type), f.doc
 
 
 def _is_record(t: TypeRef) -> bool:

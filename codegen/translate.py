@@ -309,7 +309,8 @@ class ExprTranslator:
         if not isinstance(base, ObjExpr) or not isinstance(base.type, RecordRef):
             raise GenError(location(node), f"'{node.type}' on something that is not a struct")
         member = self.types.field(base.type.name, str(node.field.name), node)
-        return member_value(f"{base.src}.{py_name(member.name)}", member.type, node)
+        attribute = member.python_name or py_name(member.name)
+        return member_value(f"{base.src}.{attribute}", member.type, node)
 
     def _ArrayRef(self, node: c_ast.ArrayRef) -> Value:
         base = self.value(node.name)
@@ -584,7 +585,7 @@ class FunctionTranslator:
             if not isinstance(member.type, Scalar):
                 raise GenError(location(item), "only integer members can be initialized")
             src = final(self.exprs.integer(expr), member.type.cint, self.needs)
-            args.append(f"{py_name(member.name)}={src}")
+            args.append(f"{member.python_name or py_name(member.name)}={src}")
         one_line = f"{t.name}({', '.join(args)})"
         if len(one_line) <= 80:
             return one_line

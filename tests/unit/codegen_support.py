@@ -15,12 +15,13 @@ import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from ublk_bindings_codegen.generate import build, generate
-from ublk_bindings_codegen.model import Module
+from ublk_bindings_codegen.model import Module, Record, RecordRef, Scalar
+from ublk_bindings_codegen.parse import GENERATED_PREFIX
 from ublk_bindings_codegen.preprocess import INCLUDE_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,6 +109,8 @@ def scalar_members(cls: type, prefix: str = "") -> Iterator[tuple[str, type]]:
     """(C member path, ctypes type) of every integer member, anonymous ones flattened."""
     anonymous = set(getattr(cls, "_anonymous_", ()))
     for name, ctype, *_ in cls._fields_:  # type: ignore[attr-defined]
+        if name.startswith(GENERATED_PREFIX):
+            continue
         if name in anonymous:
             yield from scalar_members(ctype, prefix)
         elif issubclass(ctype, (ctypes.Structure, ctypes.Union)):
@@ -122,7 +125,7 @@ def members(cls: type) -> Iterator[str]:
     for name, ctype, *_ in cls._fields_:  # type: ignore[attr-defined]
         if name in anonymous:
             yield from members(ctype)
-        else:
+        elif not name.startswith(GENERATED_PREFIX):  # the generator's padding
             yield name
 
 
@@ -187,3 +190,101 @@ def _edge_or_random(rng: random.Random, case: int) -> int:
     if case < len(edges):
         return edges[case]
     return rng.getrandbits(rng.choice((8, 16, 32, 64)))
+
+
+def layout_mismatches(header: Path, directory: Path, name: str = "generated") -> list[str]:
+    """Every record of ``header``, generated and imported, against gcc on the same header.
+
+    For each struct/union (tagged or typedef'd): sizeof and alignment; for each member
+    reachable from it (anonymous members flattened, nested records followed): offset and
+    size, and for each integer member and bit-field the bytes it occupies: the record is
+    zeroed, the member set to all ones (-1), and the record's bytes compared.
+    """
+    module = load_generated(header, directory, name)
+    records = {r.name: r for r in model_of(header).records}
+    checks: list[tuple[str, str]] = []  # (C statement printing one line, Python's line)
+    for record in records.values():
+        if not (record.tag or record.typedef):
+            continue
+        c_type = f"{record.kind} {record.tag}" if record.tag else record.name
+        cls = getattr(module, record.name)
+        checks.append((f'printf("%zu %zu\\n", sizeof({c_type}), _Alignof({c_type}));',
+                       f"{ctypes.sizeof(cls)} {ctypes.alignment(cls)}"))
+        for c_path, py_path, kind in _member_paths(record, records):
+            if kind == "scalar":
+                checks.append((f"{{ {c_type} v; __builtin_memset(&v, 0, sizeof v); "
+                               f"v.{c_path} = -1; DUMP(v); }}", _all_ones(cls, py_path)))
+            else:
+                offset, size = _offset_and_size(cls, py_path)
+                c_size = f"sizeof((({c_type} *)0)->{c_path})" if size else "0"
+                checks.append((f'printf("%zu %zu\\n", __builtin_offsetof({c_type}, {c_path}), '
+                               f"(size_t){c_size});", f"{offset} {size}"))
+    prelude = ("typedef unsigned long size_t;\n"
+               "#define DUMP(v) do { for (size_t i = 0; i < sizeof(v); i++) "
+               "printf(\"%02x\", ((unsigned char *)&(v))[i]); printf(\"\\n\"); } while (0)")
+    measured = run_c(header, "\n".join(c for c, _ in checks), directory, prelude)
+    assert len(measured) == len(checks)
+    return [f"{c}: gcc {got!r}, Python {expected!r}"
+            for (c, expected), got in zip(checks, measured) if got != expected]
+
+
+def _member_paths(record: Record, records: dict[str, Record], c_prefix: str = "",
+                  py_prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(C path, Python path, "scalar" or "object") of every named member, recursively."""
+    for f in record.fields:
+        if f.anonymous:
+            assert isinstance(f.type, RecordRef)
+            yield from _member_paths(records[f.type.name], records, c_prefix, py_prefix)
+            continue
+        if not f.name:
+            continue
+        c_path, py_path = c_prefix + f.name, py_prefix + f.python_name
+        if isinstance(f.type, Scalar):
+            yield c_path, py_path, "scalar"
+            continue
+        yield c_path, py_path, "object"
+        if isinstance(f.type, RecordRef):
+            yield from _member_paths(records[f.type.name], records, c_path + ".", py_path + ".")
+
+
+def _all_ones(cls: Any, py_path: str) -> str:
+    """The bytes of a zeroed ``cls`` with the member at ``py_path`` set to -1, as hex."""
+    obj = cls()
+    *parents, last = py_path.split(".")
+    target = obj
+    for part in parents:
+        target = getattr(target, part)
+    ctype = _ctype_of(type(target), last)
+    value: object
+    if issubclass(ctype, ctypes.c_bool):
+        value = True
+    elif issubclass(ctype, ctypes.c_char):
+        value = b"\xff"
+    elif ctype(-1).value == -1:
+        value = -1
+    else:
+        value = (1 << (8 * ctypes.sizeof(ctype))) - 1
+    setattr(target, last, value)
+    return bytes(obj).hex()
+
+
+def _ctype_of(cls: Any, name: str) -> Any:
+    """The ctypes type of member ``name`` of ``cls``, looking into anonymous members."""
+    fields = {field[0]: field[1] for field in cls._fields_}
+    if name in fields:
+        return fields[name]
+    for anonymous in getattr(cls, "_anonymous_", ()):
+        inner = _ctype_of(fields[anonymous], name)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _offset_and_size(cls: Any, py_path: str) -> tuple[int, int]:
+    """Offset from the start of ``cls`` and size of the member at ``py_path``."""
+    offset, size, current = 0, 0, cls
+    for part in py_path.split("."):
+        descriptor = getattr(current, part)
+        offset, size = offset + descriptor.offset, descriptor.size
+        current = _ctype_of(current, part)
+    return offset, size
