@@ -148,9 +148,10 @@ class MemTarget(Target):
             raise TargetError(f"mem target: {e}") from None
         try:
             backing.check(fd, "mem target")
-            if os.fstat(fd).st_size != spec.size:
-                raise TargetError(f"mem target: memory file {backing.path} is "
-                                  f"{os.fstat(fd).st_size} bytes, the device {spec.size}")
+            size = os.fstat(fd).st_size
+            if size != spec.size:
+                raise TargetError(f"mem target: memory file {backing.path} is {size} bytes, "
+                                  f"the device {spec.size}")
         except BackingError as e:
             os.close(fd)
             raise TargetError(str(e)) from None
