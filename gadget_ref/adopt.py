@@ -11,7 +11,7 @@ waits for a draining owner and for the kernel's cleanup after a crash.
 Each device is started and then fully fetched before the next one is touched, and never
 started twice: on Linux 6.12 a second START_USER_RECOVERY on a started device is EINVAL.
 (The runtime resumes a recovery that a successor started and died in before it mapped the
-queues; see ``ublk_bindings.io.Device.adopt``.)
+queues; see ``ublk_bindings.device.Device.adopt``.)
 The deadline (``--adopt-deadline``) bounds how long the successor waits for the devices to
 be let go and for its queues to be ready.  If it passes, or anything else fails, the
 successor exits with status 1 and the devices it had taken go back to QUIESCED as after a
@@ -63,7 +63,7 @@ class RecoveryControl(Protocol):
 R = TypeVar("R", bound=Releasable)
 
 TakeOne = Callable[[DeviceState, ublksrv_ctrl_dev_info, Deadline], R]
-"""The device lifecycle's recovery of one device (``ublk_bindings.io.Device.adopt``):
+"""The device lifecycle's recovery of one device (``ublk_bindings.device.Device.adopt``):
 START_USER_RECOVERY retried while EBUSY (once it succeeded, never again), open /dev/ublkcN,
 a thread per queue FETCHing every tag, END_USER_RECOVERY; all within the deadline, and
 nothing of it left behind if it fails."""

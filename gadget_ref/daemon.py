@@ -29,7 +29,7 @@ from ublk_bindings.ctrl import CONTROL_PATH, Control
 from . import faults, handover, report
 from .adopt import Adoption, watch_owner
 from .backing import DEFAULT_MEMORY_DIR
-from .device import DAEMON_SIGNALS, Device
+from .device import DAEMON_SIGNALS, ServedDevice
 from .handover import Deadline
 from .spec import DeviceSpec
 from .state import DaemonState, DeviceState, refuse_existing, remove_state, write_state
@@ -196,7 +196,7 @@ def _close_all(targets: Sequence[Target]) -> None:
         target.close()
 
 
-def _state(devices: Sequence[Device]) -> DaemonState:
+def _state(devices: Sequence[ServedDevice]) -> DaemonState:
     return DaemonState.owned_by_this_process(
         DeviceState.of(d.dev_id, d.spec, d.flags, d.target.backing()) for d in devices
     )
@@ -216,7 +216,7 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
     # Bad input fails here, before any device exists.
     targets = _open_targets(lambda i: open_target(specs[i], where), len(specs), fresh=True)
     stop = _StopRequest()
-    devices: list[Device] = []
+    devices: list[ServedDevice] = []
     unserved = list(targets)  # a target leaves this list once a device serves it
     try:
         with _signals_to(stop), Control() as ctrl:
@@ -225,7 +225,8 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
                 for spec, target in zip(specs, targets):
                     if stop.is_set():
                         break
-                    devices.append(Device.create(ctrl, spec.with_size(target.size), target, flags))
+                    devices.append(ServedDevice.create(ctrl, spec.with_size(target.size), target, flags,
+                                                       on_failure=stop.on_failure))
                     unserved.remove(target)
                 if not stop.is_set() and state_file is not None:
                     write_state(state_file, _state(devices))
@@ -263,8 +264,9 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
                     _close_all(targets)
                     return 0
                 devices = adoption.take(
-                    lambda rec, info, deadline: Device.adopt(ctrl, rec, by_id[rec.dev_id],
-                                                             deadline.remaining()),
+                    lambda rec, info, deadline: ServedDevice.adopt(
+                        ctrl, rec, by_id[rec.dev_id], deadline.remaining(),
+                        on_failure=stop.on_failure),
                     Deadline(deadline_s), let_go=_exit_letting_go,
                     backings={r.dev_id: t.backing() for r, t in zip(records, targets)})
             except BaseException:
@@ -306,14 +308,14 @@ def _stand_by(adoption: Adoption, stop: _StopRequest) -> bool:
         return True
 
 
-def _exit_letting_go(taken: list[Device], error: BaseException) -> None:
+def _exit_letting_go(taken: list[ServedDevice], error: BaseException) -> None:
     """A successor that failed half-way exits (status 1) with the devices it took still open:
     the kernel releases them as after a crash, ready for a later --adopt."""
     print(f"ublk-gadget: {error}", file=sys.stderr, flush=True)
     handover.exit_releasing(taken, status=1)
 
 
-def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
+def _serve(ctrl: Control, stop: _StopRequest, devices: list[ServedDevice],
            state_file: str | None) -> None:
     """Announce the devices, serve them until a signal, then hand them over or delete them."""
     handed_over = False
@@ -339,7 +341,7 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[Device],
             remove_state(state_file)
 
 
-def _can_hand_over(devices: Sequence[Device], state_file: str | None) -> bool:
+def _can_hand_over(devices: Sequence[ServedDevice], state_file: str | None) -> bool:
     """A successor can only find devices through a state file and recover USER_RECOVERY ones."""
     if state_file is None:
         log.warning("SIGHUP without --state-file: no successor could find the devices; stopping")
@@ -352,8 +354,9 @@ def _can_hand_over(devices: Sequence[Device], state_file: str | None) -> bool:
     return True
 
 
-def _serve_until_stopped(stop: _StopRequest, devices: Sequence[Device]) -> None:
-    """Sleep until a signal comes; wake now and then to notice a queue thread that died."""
+def _serve_until_stopped(stop: _StopRequest, devices: Sequence[ServedDevice]) -> None:
+    """Sleep until a signal comes or a queue stops serving (its device's ``on_failure``
+    wakes us); meanwhile, once a second, report failed requests and take a disk's claim."""
     unclaimed = [d for d in devices if not d.target.claim()]
     if unclaimed:
         log.info("%s: the disk is still claimed by the previous owner; claiming it once that "
@@ -361,19 +364,16 @@ def _serve_until_stopped(stop: _StopRequest, devices: Sequence[Device]) -> None:
     while not stop.wait(HEALTH_CHECK_S):
         unclaimed = [d for d in unclaimed if not d.target.claim()]
         for device in devices:
-            failure = device.failure()
-            if failure is not None:
-                log.error("%s: a queue stopped serving: %s", device.block_device, failure)
-                stop.on_failure(failure)
+            device.report_io_errors()
 
 
-def _teardown(devices: list[Device]) -> None:
+def _teardown(devices: list[ServedDevice]) -> None:
     """Stop and delete every device, newest first; one failing does not spare the others."""
     errors: list[BaseException] = []
     while devices:
         device = devices.pop()
         try:
-            device.stop_and_delete()
+            device.stop()
         except Exception as e:  # keep going: the remaining devices must go too
             log.error("%s: %s", device.block_device, e)
             errors.append(e)

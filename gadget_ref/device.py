@@ -1,11 +1,11 @@
-"""One gadget device: a target served on ``/dev/ublkbN`` through ``ublk_bindings.io.Device``.
+"""One gadget device: a target served on ``/dev/ublkbN`` through ``ublk_bindings.device``.
 
 The runtime owns the device's life (ADD_DEV, SET_PARAMS, one thread and ring per queue,
 START_DEV; STOP_DEV, join, close, DEL_DEV, also when setup fails half-way; and the recovery
-path a handover will use).  This module
-adds what is the gadget's: the ADD_DEV request and the parameters a target calls for, one
-request handler per queue, queue threads that never take the daemon's signals, and the
-facts the ready line reports.
+path a handover will use).  This module adds what is the gadget's: the ADD_DEV request and
+the parameters a target calls for, what each queue serves (the target's ring I/O, or its
+methods called at once), failures told to the daemon as they happen, queue threads that
+never take the daemon's signals, and the facts the ready line reports.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 from ublk_bindings import ublksrv_ctrl_dev_info
 from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_path
-from ublk_bindings.io import Device as UblkDevice
+from ublk_bindings.device import Device as UblkDevice
+from ublk_bindings.queue import Served
 
 from . import faults
-from .handler import IOErrors, RequestHandler
+from .handler import IOErrors, RequestHandler, RingRequests
 from .params import DEFAULT_MAX_IO_BYTES, device_params
 from .report import feature_names
 from .spec import DeviceSpec
@@ -60,8 +61,21 @@ def dev_info_request(spec: DeviceSpec, flags: int, max_io_bytes: int) -> ublksrv
     return info
 
 
-class Device:
-    """A live device serving ``target``; make it with :meth:`create`."""
+def queue_target(target: Target, errors: IOErrors, depth: int) -> Served:
+    """What one queue serves: the target's ring I/O (file), else its methods called at once."""
+    ring_io = target.ring_io(depth)
+    if ring_io is not None:
+        return RingRequests(ring_io, target, errors)
+    return RequestHandler(target, errors)
+
+
+class ServedDevice:
+    """A live device serving ``target``; make it with :meth:`create` or :meth:`adopt`.
+
+    ``on_failure(device, exc)`` is told, from the queue's thread, when a queue stops
+    serving (the daemon then stops); a target's exception only fails its request (EIO) and
+    is logged here once per queue.
+    """
 
     def __init__(self, spec: DeviceSpec, target: Target, ublk: UblkDevice,
                  errors: IOErrors) -> None:
@@ -72,16 +86,40 @@ class Device:
         self.flags = int(ublk.info.flags)
         """The UBLK_F_* the device has, as ADD_DEV wrote them back."""
         self._ublk = ublk
-        self._reported: set[int] = set()
         self._errors = errors
+
+    @staticmethod
+    def _runtime(ctrl: Control, target: Target, errors: IOErrors, depth: int,
+                 on_failure: Callable[[BaseException], None] | None,
+                 **kwargs: Any) -> UblkDevice:
+        """The runtime device, its queues serving ``target``, failures told as they happen."""
+        reported: set[int] = set()
+
+        def target_error(q_id: int, exc: BaseException) -> None:
+            if q_id not in reported:  # a target bug fails every request alike: tell it once
+                reported.add(q_id)
+                log.error("%s queue %d: a request failed (EIO): %r", errors.device, q_id, exc)
+
+        def queue_failed(q_id: int, exc: BaseException) -> None:
+            log.error("%s queue %d stopped serving: %s", errors.device, q_id, exc)
+            if on_failure is not None:
+                on_failure(exc)
+
+        def make(q_id: int) -> Served:  # called once ADD_DEV (or GET_DEV_INFO) numbered it
+            errors.named(block_dev_path(dev.dev_id))
+            return queue_target(target, errors, depth)
+
+        dev = UblkDevice(ctrl, make, on_failure=queue_failed, on_target_error=target_error,
+                         **kwargs)
+        return dev
 
     @classmethod
     def create(cls, ctrl: Control, spec: DeviceSpec, target: Target, flags: int,
-               max_io_bytes: int = DEFAULT_MAX_IO_BYTES) -> Device:
+               max_io_bytes: int = DEFAULT_MAX_IO_BYTES,
+               on_failure: Callable[[BaseException], None] | None = None) -> ServedDevice:
         """Add, configure and start a device; on any failure nothing of it is left."""
         errors = IOErrors()
-        ublk = UblkDevice(  # handlers are made once ADD_DEV has numbered the device
-            ctrl, lambda q_id: RequestHandler(target, errors.named(block_dev_path(ublk.dev_id))))
+        ublk = cls._runtime(ctrl, target, errors, spec.depth, on_failure)
         with _signals_blocked():
             ublk.create(dev_info_request(spec, flags, max_io_bytes),
                         device_params(target, max_io_bytes))
@@ -95,18 +133,20 @@ class Device:
         return device
 
     @classmethod
-    def adopt(cls, ctrl: Control, record: DeviceState, target: Target, timeout_s: float) -> Device:
+    def adopt(cls, ctrl: Control, record: DeviceState, target: Target, timeout_s: float,
+              on_failure: Callable[[BaseException], None] | None = None) -> ServedDevice:
         """Serve a device a previous gadget handed over (user recovery); same dev_id.
 
         START_USER_RECOVERY (retried while the old server still holds it), the queues,
         END_USER_RECOVERY; within ``timeout_s``, and on failure nothing of it is left open.
         """
         errors = IOErrors().named(block_dev_path(record.dev_id))
-        ublk = UblkDevice(ctrl, lambda q_id: RequestHandler(target, errors),
-                          ready_timeout=timeout_s, on_step=faults.adopt_step)
+        spec = record.device_spec()
+        ublk = cls._runtime(ctrl, target, errors, spec.depth, on_failure,
+                            ready_timeout=timeout_s, on_step=faults.adopt_step)
         with _signals_blocked():
             ublk.adopt(record.dev_id)
-        device = cls(record.device_spec(), target, ublk, errors)
+        device = cls(spec, target, ublk, errors)
         log.info("%s: adopted %s", device.block_device, device.spec)
         return device
 
@@ -115,7 +155,7 @@ class Device:
 
         The device stays (no STOP_DEV, no DEL_DEV); see ``handover.hand_over``.
         """
-        self._ublk.detach()
+        self._ublk.release()
         self.report_io_errors()  # those that failed while the queues drained
 
     @property
@@ -137,25 +177,11 @@ class Device:
             "flags": feature_names(self.flags),
         }
 
-    def failure(self) -> BaseException | None:
-        """A queue thread that died (its tags are no longer served), else None.
-
-        A handler that raised only failed its own request with EIO; that is logged once
-        per queue here and reported again when the device stops.  Requests the target
-        failed (EIO from a disk, ENOSPC) are logged once, then counted (``IOErrors``).
-        """
-        self.report_io_errors()
-        for q in self._ublk.queues:
-            if q is not None and q.error is not None and q.q_id not in self._reported:
-                self._reported.add(q.q_id)
-                log.error("%s queue %d: a request failed: %r", self.block_device, q.q_id, q.error)
-        return self._ublk.errors[0] if self._ublk.errors else None
-
     def report_io_errors(self) -> None:
         """Log the failed requests counted since the last report (also before letting go)."""
         self._errors.report()
 
-    def stop_and_delete(self) -> None:
+    def stop(self) -> None:
         """STOP_DEV (in-flight requests finish first), join the queues, DEL_DEV.
 
         The delete does not wait for the device's last holder (a file system left mounted,

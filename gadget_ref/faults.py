@@ -28,7 +28,7 @@ KILL_AT_ENV = "UBLK_GADGET_KILL_AT"
 AFTER_SIGHUP = "after-sighup"
 MID_QUIESCE = "mid-quiesce"  # a device quiesced by QUIESCE_DEV, not yet released
 AFTER_RELEASE = "after-release"  # every device released, the process not yet exited
-# The successor's half (ublk_bindings.io.Device.adopt), by the runtime's step names.
+# The successor's half (ublk_bindings.device.Device.adopt), by the runtime's step names.
 ADOPT = {
     STEP_BEFORE_START: "before-start-recovery",
     STEP_AFTER_START: "after-start-recovery",
@@ -60,7 +60,7 @@ def reached(step: str) -> None:
 
 
 def adopt_step(runtime_step: str) -> None:
-    """``ublk_bindings.io.Device``'s ``on_step`` hook: the runtime's steps, by our names; the
+    """``ublk_bindings.device.Device``'s ``on_step`` hook: the runtime's steps, by our names; the
     one that is news to a user (a recovery resumed, Linux 6.12) is logged."""
     if runtime_step == STEP_RESUMED:
         log.warning("%s", runtime_step)

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import threading
+from typing import Protocol
 
 from ublk_bindings import (
     UBLK_IO_F_FUA,
@@ -22,8 +23,10 @@ from ublk_bindings import (
     UBLK_IO_OP_READ,
     UBLK_IO_OP_WRITE,
     UBLK_IO_OP_WRITE_ZEROES,
+    ublksrv_get_op,
     ublksrv_io_desc,
 )
+from ublk_bindings.queue import Queue
 
 from .targets import Target
 
@@ -79,8 +82,23 @@ class IOErrors:
                       first, last)
 
 
+class RingIO(Protocol):
+    """A target's I/O on the queue's own ring (the file target's ``FileRingIO``).
+
+    ``start`` queues the SQEs of one request, or returns its result when there is nothing to
+    queue; ``done`` takes each of their CQEs and returns the request's result once it is
+    finished (None: more I/O is on its way for it).
+    """
+
+    def start(self, queue: Queue, tag: int, op: int, op_flags: int, offset: int,
+              length: int) -> int | None: ...
+
+    def done(self, queue: Queue, tag: int, sub: int, res: int) -> int | None: ...
+
+
 class RequestHandler:
-    """Serves requests against one target; one instance per queue, called from its thread."""
+    """Serves requests against one target at once (null, mem); one instance per queue,
+    called from its thread as a ``ublk_bindings.queue.Handler``."""
 
     __slots__ = ("target", "_size", "_read", "_write", "_flush", "_discard", "_write_zeroes",
                  "_writable", "_errors")
@@ -98,13 +116,13 @@ class RequestHandler:
         self._writable = not target.read_only
 
     def __call__(self, tag: int, iod: ublksrv_io_desc, buf: memoryview) -> int:
+        """Serve one request at once with the target's byte-addressed methods."""
         op_flags = iod.op_flags
-        op = op_flags & 0xFF
+        op = ublksrv_get_op(iod)
         offset = iod.start_sector << SECTOR_SHIFT
         length = iod.nr_sectors << SECTOR_SHIFT
-        # A FLUSH has no range (blk-flush sets its sector to ~0); every other op is checked.
         if offset + length > self._size and op != UBLK_IO_OP_FLUSH:
-            return -errno.EIO  # the kernel checks against dev_sectors; never trust, never crash
+            return -errno.EIO
         try:
             if op == UBLK_IO_OP_READ:
                 return self._read(offset, buf[:length])
@@ -126,3 +144,47 @@ class RequestHandler:
             err = e.errno or errno.EIO
             self._errors.failed(op, iod.start_sector, iod.nr_sectors, err)
             return -err
+
+
+class RingRequests:
+    """Serves requests as SQEs on the queue's own ring (file); one instance per queue.
+
+    A ``ublk_bindings.queue.TargetOps``: each request is checked here (range, read-only, op)
+    as :class:`RequestHandler` checks it, started by the target's :class:`RingIO`, and
+    completed when it says its CQEs are all back.
+    """
+
+    __slots__ = ("_io", "_size", "_writable", "_errors")
+
+    def __init__(self, ring_io: RingIO, target: Target, errors: IOErrors | None = None) -> None:
+        self._io = ring_io
+        self._size = target.size
+        self._writable = not target.read_only
+        self._errors = errors if errors is not None else IOErrors()
+
+    def queue_io(self, queue: Queue, tag: int, iod: ublksrv_io_desc) -> int | None:
+        op = ublksrv_get_op(iod)
+        offset = iod.start_sector << SECTOR_SHIFT
+        length = iod.nr_sectors << SECTOR_SHIFT
+        if offset + length > self._size and op != UBLK_IO_OP_FLUSH:
+            return -errno.EIO
+        if op not in _OP_NAMES:
+            return -errno.EOPNOTSUPP
+        if not self._writable and op not in (UBLK_IO_OP_READ, UBLK_IO_OP_FLUSH):
+            return -errno.EROFS
+        try:
+            result = self._io.start(queue, tag, op, iod.op_flags, offset, length)
+        except OSError as e:
+            result = -(e.errno or errno.EIO)
+        if result is not None and result < 0:
+            self._errors.failed(op, iod.start_sector, iod.nr_sectors, -result)
+        return result
+
+    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> None:
+        result = self._io.done(queue, tag, sub, res)
+        if result is None:
+            return
+        if result < 0:
+            iod = queue.descs[tag]
+            self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors, -result)
+        queue.complete(tag, result)

@@ -15,10 +15,14 @@ import errno
 import mmap
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from .backing import Backing, BackingError, create_memory, open_trusted
 from .fallocate import punch_hole, zero_range
 from .spec import DeviceSpec
+
+if TYPE_CHECKING:
+    from .handler import RingIO
 
 ZERO_CHUNK = 1 << 20
 # Never written (PROT_READ): every page maps the kernel's zero page, and the mapping is
@@ -73,6 +77,11 @@ class Target:
 
     def backing(self) -> Backing | None:
         """The file a successor must find again to serve the same data (None: no data)."""
+        return None
+
+    def ring_io(self, depth: int) -> RingIO | None:
+        """This target's I/O on a queue's own ring, one per queue; None: served at once by
+        the byte-addressed methods above, in the queue thread."""
         return None
 
     def claim(self) -> bool:
@@ -242,7 +251,7 @@ class FileTarget(Target):
             self.can_discard = not spec.read_only and (
                 self.is_block_device or _punches_holes(self.fd, file_size, spec.block_size)
             )
-            self._zero_range_works = True
+            self.zero_range_works = True
         except BaseException:
             os.close(self.fd)
             raise
@@ -264,18 +273,23 @@ class FileTarget(Target):
         if unmap and self.can_discard:
             punch_hole(self.fd, offset, length)
             return
-        if self._zero_range_works:
+        if self.zero_range_works:
             try:
                 zero_range(self.fd, offset, length)
                 return
             except OSError as e:
                 if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
-                self._zero_range_works = False  # tmpfs, 9p, ...: remember, don't retry each time
+                self.zero_range_works = False  # tmpfs, 9p, ...: remember, don't retry each time
         end = offset + length
         while offset < end:
             n = min(ZERO_CHUNK, end - offset)
             offset += os.pwritev(self.fd, [ZEROES[:n]], offset)
+
+    def ring_io(self, depth: int) -> RingIO:
+        from .file_ring import FileRingIO  # that module builds on this one
+
+        return FileRingIO(self, depth)
 
     @property
     def claimed(self) -> bool:

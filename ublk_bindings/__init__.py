@@ -2,11 +2,12 @@
 
 ``import ublk_bindings`` gives the generated UAPI module of the bundled header (structs under
 their C tag names, every integer macro, the inline helpers) plus the runtime: errors, the
-io_uring ring on liburing-ffi, the control commands and the per-queue data plane.
+io_uring ring on liburing-ffi, the control commands, the per-queue engine and the device
+around it.
 
-Only the UAPI module is imported up front; the runtime (``ctrl``, ``io``, ``ring``,
-``errors`` and the io_uring module they use) is imported the first time one of its names
-is used, so a program that wants the constants does not pay for the ring.
+Only the UAPI module is imported up front; the runtime (``ctrl``, ``queue``, ``device``,
+``ring``, ``errors`` and the io_uring module they use) is imported the first time one of its
+names is used, so a program that wants the constants does not pay for the ring.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ from .ublk_cmd import *  # noqa: F401,F403  (the generated UAPI names, by contra
 if TYPE_CHECKING:
     from .ctrl import Control, block_dev_path, char_dev_path
     from .errors import LiburingUnavailable, UblkError, UblkTimeout
-    from .io import Device, Handler, Queue
+    from .device import Device
+    from .queue import Handler, Queue, SyncHandler, TargetOps
     from .ring import Ring
 
 # Runtime name -> the submodule that defines it, imported on first use.
 _LAZY = {
     "Control": "ctrl", "block_dev_path": "ctrl", "char_dev_path": "ctrl",
     "LiburingUnavailable": "errors", "UblkError": "errors", "UblkTimeout": "errors",
-    "Device": "io", "Handler": "io", "Queue": "io",
+    "Device": "device", "Handler": "queue", "Queue": "queue", "SyncHandler": "queue",
+    "TargetOps": "queue",
     "Ring": "ring",
 }
-_SUBMODULES = frozenset({"ctrl", "errors", "io", "io_uring", "liburing", "ring"})
+_SUBMODULES = frozenset({"aio", "ctrl", "device", "errors", "io", "io_uring", "liburing",
+                         "prep", "queue", "ring", "user_data"})
 
 __all__ = [*_ublk_cmd.__all__, *_LAZY]
 

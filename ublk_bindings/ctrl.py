@@ -251,7 +251,7 @@ class Control:
                 if deadline is None or time.monotonic() < deadline:
                     continue
                 raise UblkTimeout(name, self.timeout or 0.0) from None
-            for ud, res in zip(*self._ring.reap()):
+            for ud, res, _ in zip(*self._ring.reap()):
                 if ud == user_data:  # others: late completions of commands that timed out
                     return res
 

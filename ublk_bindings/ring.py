@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import struct
 import time
 import weakref
 from collections.abc import Sequence
@@ -60,6 +61,20 @@ SQE_CMD_OFFSET = _offset(io_uring_sqe, "cmd")
 CQE_SIZE = ctypes.sizeof(io_uring_cqe)
 _CQE_USER_DATA = _offset(io_uring_cqe, "user_data")
 _CQE_RES = _offset(io_uring_cqe, "res")
+_CQE_FLAGS = _offset(io_uring_cqe, "flags")
+
+# A whole 64-byte SQE in one pack_into: the fields every non-command opcode uses, in order,
+# then zeroes. The format is checked against the generated struct's offsets right here.
+_SQE_FIELDS = (("opcode", "B"), ("flags", "B"), ("ioprio", "H"), ("fd", "i"), ("off", "Q"),
+               ("addr", "Q"), ("len", "I"), ("rw_flags", "I"), ("user_data", "Q"),
+               ("buf_index", "H"), ("personality", "H"), ("splice_fd_in", "i"),
+               ("addr3", "Q"))
+_SQE_PACK = struct.Struct("<" + "".join(code for _, code in _SQE_FIELDS) + "8x")
+if _SQE_PACK.size != SQE_SIZE or any(
+    _offset(io_uring_sqe, name) != struct.calcsize("<" + "".join(c for _, c in _SQE_FIELDS[:i]))
+    for i, (name, _) in enumerate(_SQE_FIELDS)
+):
+    raise ImportError("the generated io_uring_sqe is not laid out as Ring.prep packs it")
 
 # PYFUNCTYPE: the GIL stays held; these are short copies into the mapped rings
 _libc = ctypes.PyDLL(None)
@@ -172,6 +187,7 @@ class Ring:
         self._cq_head = 0  # CQEs consumed so far; only this object advances the CQ ring
         self._cq_ud: ctypes.Array[ctypes.c_uint64] | None = None
         self._cq_res: ctypes.Array[ctypes.c_int32] | None = None
+        self._cq_flags: ctypes.Array[ctypes.c_uint32] | None = None
         self._cqe_ptrs = (ctypes.c_void_p * params.cq_entries)()
         self._cq_off = params.cq_off
         # The kernel's CQ head and tail, read and written directly only where every CQE is
@@ -215,7 +231,7 @@ class Ring:
             # an error instead of guarding every call with a check
             self._get_sqe = self._peek = self._advance = self._submit_and_wait = _closed
             self._sqe_views.clear()
-            self._cq_ud = self._cq_res = None
+            self._cq_ud = self._cq_res = self._cq_flags = None
             self._cq_ktail = self._cq_khead = None
             self._sqe_bytes = self._sq_tail_word = self._sq_khead = None
 
@@ -284,6 +300,33 @@ class Ring:
             tail += 1
             room -= 1
         tail_word[0] = tail & 0xFFFFFFFF
+
+    def prep(
+        self, opcode: int, fd: int, addr: int, length: int, offset: int, user_data: int, *,
+        op_flags: int = 0, sqe_flags: int = 0, ioprio: int = 0, buf_index: int = 0,
+    ) -> None:
+        """Queue one SQE of a plain opcode (read, write, fsync, fallocate, poll, ...), all of
+        it written in one ``pack_into`` with no foreign call: the per-request target I/O path.
+
+        ``op_flags`` is the opcode's flags word (``rw_flags``, ``fsync_flags``,
+        ``poll32_events``, ...); the fields a command SQE would use are zeroed.  The
+        wrappers in :mod:`ublk_bindings.prep` name each opcode's arguments.
+        """
+        if self.sqe_size != SQE_SIZE:
+            raise ValueError("Ring.prep packs 64-byte SQEs; this ring has SQE128 slots")
+        fields = (opcode, sqe_flags, ioprio, fd, offset & 0xFFFFFFFFFFFFFFFF, addr, length,
+                  op_flags & 0xFFFFFFFF, user_data, buf_index, 0, 0, 0)
+        sqes, tail_word, khead = self._sqe_bytes, self._sq_tail_word, self._sq_khead
+        if sqes is None or tail_word is None or khead is None:
+            _SQE_PACK.pack_into(memoryview(self.get_sqe()).cast("B"), 0, *fields)
+            return
+        tail = tail_word[0]
+        if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask:  # full: the kernel takes a batch
+            self.submit()
+            if (tail - khead[0]) & 0xFFFFFFFF > self._sq_mask:
+                raise UblkError(errno.EBUSY, "io_uring SQ still full after a submit")
+        _SQE_PACK.pack_into(sqes, (tail & self._sq_mask) * SQE_SIZE, *fields)
+        tail_word[0] = (tail + 1) & 0xFFFFFFFF
 
     def _put_ffi(self, image: memoryview | bytes) -> None:
         addr = self._sqe_address()
@@ -361,6 +404,7 @@ class Ring:
         words = (self._cq_mask + 1) * self._cqe_u64
         self._cq_ud = (ctypes.c_uint64 * words).from_address(base)
         self._cq_res = (ctypes.c_int32 * (words * 2)).from_address(base)
+        self._cq_flags = (ctypes.c_uint32 * (words * 2)).from_address(base)
         if self._direct_cq:  # the CQ ring's head and tail sit at the kernel's offsets
             rings = base - self._cq_off.cqes
             khead = (ctypes.c_uint32 * 1).from_address(rings + self._cq_off.head)
@@ -369,10 +413,10 @@ class Ring:
                 self._cq_khead, self._cq_ktail = _u32_view(khead), _u32_view(ktail)
         return self._cq_ud, self._cq_res
 
-    def reap(self, max: int = 0) -> tuple[list[int], list[int]]:
-        """Take up to ``max`` (default: all) ready completions: ``(user_data, res)`` lists.
+    def reap(self, max: int = 0) -> tuple[list[int], list[int], list[int]]:
+        """Take up to ``max`` (default: all) ready completions: ``(user_data, res, flags)``.
 
-        Two lists per batch, read with strided slices of the CQ ring; the CQ head advances
+        Three lists per batch, read with strided slices of the CQ ring; the CQ head advances
         once per batch.
         """
         limit = min(max, self.cq_entries) if max > 0 else self.cq_entries
@@ -382,7 +426,7 @@ class Ring:
         else:
             n = self._peek(self._ring, self._cqe_ptrs, limit)
         if not n:
-            return [], []
+            return [], [], []
         ud_view, res_view = self._cq_ud, self._cq_res
         if ud_view is None or res_view is None:
             ud_view, res_view = self._map_cq(n)
@@ -391,12 +435,17 @@ class Ring:
         run = min(n, self._cq_mask + 1 - first)  # CQEs before the ring wraps
         u0 = first * step64 + _CQE_USER_DATA // 8
         r0 = first * step32 + _CQE_RES // 4
+        f0 = first * step32 + _CQE_FLAGS // 4
         user_data: list[int] = ud_view[u0 : u0 + run * step64 : step64]
         res: list[int] = res_view[r0 : r0 + run * step32 : step32]
+        fl_view = self._cq_flags
+        assert fl_view is not None
+        flags: list[int] = fl_view[f0 : f0 + run * step32 : step32]
         if run < n:
-            u0, r0 = _CQE_USER_DATA // 8, _CQE_RES // 4
+            u0, r0, f0 = _CQE_USER_DATA // 8, _CQE_RES // 4, _CQE_FLAGS // 4
             user_data += ud_view[u0 : u0 + (n - run) * step64 : step64]
             res += res_view[r0 : r0 + (n - run) * step32 : step32]
+            flags += fl_view[f0 : f0 + (n - run) * step32 : step32]
         self._cq_head = head = (self._cq_head + n) & 0xFFFFFFFF
         khead = self._cq_khead
         if khead is not None:
@@ -407,4 +456,4 @@ class Ring:
             pop = self._held.pop
             for ud in user_data:
                 pop(ud, None)
-        return user_data, res
+        return user_data, res, flags

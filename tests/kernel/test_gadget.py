@@ -483,9 +483,10 @@ def test_bad_input_exits_2_and_creates_nothing(tmp_path: Path, capsys: pytest.Ca
 
 
 def _few_descriptors() -> None:
-    # Enough for the interpreter, the control device and a few devices, not for ten:
-    # a device fails half-way through its setup, after ADD_DEV.
-    resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+    # Enough for the interpreter, the control device and a few devices (3 fds each: the
+    # char device, the queue's ring, its wake-up eventfd), not for ten: a device fails
+    # half-way through its setup, after ADD_DEV.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
 
 
 def test_a_failure_during_setup_deletes_what_was_created() -> None:

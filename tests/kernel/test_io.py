@@ -287,7 +287,7 @@ def test_user_recovery_hands_the_device_over_with_io_in_flight(
                 return
             assert first.info.flags & UBLK_F_QUIESCE
             ctrl.quiesce_dev(dev_id, 10_000)
-        first.detach()  # the server goes away; the device stays
+        first.release()  # the server goes away; the device stays
         wait_state(ctrl, dev_id, UBLK_S_DEV_QUIESCED)
         # I/O issued while nobody serves waits for the successor
         reader = subprocess.Popen(
@@ -342,11 +342,11 @@ def test_quiesce_dev_lets_requests_in_the_server_complete(ctrl: Control) -> None
         finally:
             release.set()
             assert [r.wait(TIMEOUT) for r in readers] == [0, 0]
-        dev.detach()
+        dev.release()
         wait_state(ctrl, dev_id, UBLK_S_DEV_QUIESCED)
     finally:
         release.set()
-        dev.stop(raise_errors=False)  # nothing left to do if detached
+        dev.stop(raise_errors=False)  # nothing left to do if released
         remove(ctrl, dev_id)
     assert_gone(ctrl, dev_id)
 

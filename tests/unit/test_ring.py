@@ -54,8 +54,8 @@ def test_nop_round_trip() -> None:
     with Ring(4) as ring:
         nop(ring, 0xDEAD_BEEF_0000_0001)
         assert ring.submit(wait_nr=1) == 1
-        assert ring.reap() == ([0xDEAD_BEEF_0000_0001], [0])
-        assert ring.reap() == ([], [])
+        assert ring.reap() == ([0xDEAD_BEEF_0000_0001], [0], [0])
+        assert ring.reap() == ([], [], [])
 
 
 def test_batches_keep_order_across_cq_wraparound() -> None:
@@ -67,7 +67,7 @@ def test_batches_keep_order_across_cq_wraparound() -> None:
             for i in range(3):
                 nop(ring, round_no * 10 + i)
             ring.submit(wait_nr=3)
-            user_data, res = ring.reap()
+            user_data, res, _ = ring.reap()
             assert res == [0, 0, 0]
             seen += user_data
         assert seen == [r * 10 + i for r in range(7) for i in range(3)]
@@ -87,7 +87,7 @@ def test_reap_never_asks_for_more_than_the_cq_holds() -> None:
         for i in range(4):
             nop(ring, i)
         ring.submit(wait_nr=4)
-        assert ring.reap(1 << 20) == ([0, 1, 2, 3], [0, 0, 0, 0])
+        assert ring.reap(1 << 20) == ([0, 1, 2, 3], [0, 0, 0, 0], [0, 0, 0, 0])
 
 
 def test_full_submission_queue_is_flushed_not_overrun() -> None:
@@ -114,12 +114,12 @@ def test_write_then_read_a_file(tmp_path: Path) -> None:
             sqe.opcode, sqe.fd, sqe.off = IORING_OP_WRITE, fd, 4096
             sqe.addr, sqe.len, sqe.user_data = ctypes.addressof(src), 4096, 1
             ring.submit(wait_nr=1)
-            assert ring.reap() == ([1], [4096])
+            assert ring.reap() == ([1], [4096], [0])
             sqe = ring.get_sqe()
             sqe.opcode, sqe.fd, sqe.off = IORING_OP_READ, fd, 4096
             sqe.addr, sqe.len, sqe.user_data = ctypes.addressof(dst), 4096, 2
             ring.submit(wait_nr=1)
-            assert ring.reap() == ([2], [4096])
+            assert ring.reap() == ([2], [4096], [0])
     finally:
         os.close(fd)
     assert dst.raw == data
@@ -131,7 +131,7 @@ def test_errors_arrive_as_negative_res(tmp_path: Path) -> None:
         sqe = ring.get_sqe()
         sqe.opcode, sqe.fd, sqe.user_data = IORING_OP_READ, 1_000_000, 7  # no such fd
         ring.submit(wait_nr=1)
-        assert ring.reap() == ([7], [-errno.EBADF])
+        assert ring.reap() == ([7], [-errno.EBADF], [0])
 
 
 def test_sqe128_ring_carries_an_80_byte_uring_cmd(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_sqe128_ring_carries_an_80_byte_uring_cmd(tmp_path: Path) -> None:
             assert cmd == bytes(payload)
             ring.submit(wait_nr=1)
             # a regular file has no ->uring_cmd: the kernel saw a well-formed URING_CMD
-            assert ring.reap() == ([99], [-errno.EOPNOTSUPP])
+            assert ring.reap() == ([99], [-errno.EOPNOTSUPP], [0])
     finally:
         os.close(fd)
 
@@ -170,7 +170,7 @@ def test_get_sqe_is_zeroed_even_when_the_slot_was_used() -> None:
         sqe.opcode, sqe.user_data = IORING_OP_NOP, 5
         sqe.off, sqe.addr, sqe.len = 0x1234, 0x5678, 9  # ignored by NOP, left in the slot
         ring.submit(wait_nr=1)
-        assert ring.reap() == ([5], [0])
+        assert ring.reap() == ([5], [0], [0])
         again = ring.get_sqe()  # a 1-entry ring hands out the same slot again
         assert ctypes.addressof(again) == ctypes.addressof(sqe)
         assert ctypes.string_at(ctypes.addressof(again), ring.sqe_size) == bytes(ring.sqe_size)
@@ -234,7 +234,7 @@ def test_another_thread_wakes_a_waiting_ring_through_a_pipe() -> None:
             timer = threading.Timer(0.1, os.write, (w, b"k"))
             timer.start()
             ring.submit(wait_nr=1, timeout=10)
-            assert ring.reap() == ([1 << 32], [1])
+            assert ring.reap() == ([1 << 32], [1], [0])
             timer.join()
     finally:
         os.close(r)
@@ -248,7 +248,7 @@ def test_put_copies_a_prepared_image() -> None:
         ring.put(memoryview(image).cast("B"))
         ring.put(bytes(image))
         ring.submit(wait_nr=2)
-        assert ring.reap() == ([77, 77], [0, 0])
+        assert ring.reap() == ([77, 77], [0, 0], [0, 0])
 
 
 def test_bounded_wait_times_out() -> None:
@@ -314,8 +314,8 @@ def test_put_and_get_sqe_interleave_across_many_ring_wraps(flags: int) -> None:
             ring.put(nop_image(i))
             nop(ring, 1000 + i)
             assert ring.submit(wait_nr=2) == 2
-            assert ring.reap() == ([i, 1000 + i], [0, 0])
-        assert ring.reap() == ([], [])
+            assert ring.reap() == ([i, 1000 + i], [0, 0], [0, 0])
+        assert ring.reap() == ([], [], [])
 
 
 def test_a_defer_taskrun_ring_reads_the_cq_tail_itself() -> None:
@@ -323,10 +323,10 @@ def test_a_defer_taskrun_ring_reads_the_cq_tail_itself() -> None:
         for i in range(3):
             ring.put(nop_image(i))
         ring.submit(wait_nr=3)
-        assert ring.reap(2) == ([0, 1], [0, 0])  # partial: the head moves by what was taken
+        assert ring.reap(2) == ([0, 1], [0, 0], [0, 0])  # partial: the head moves by what was taken
         assert ring._cq_ktail is not None
-        assert ring.reap() == ([2], [0])
-        assert ring.reap() == ([], [])
+        assert ring.reap() == ([2], [0], [0])
+        assert ring.reap() == ([], [], [])
 
 
 def test_put_into_a_full_sq_submits_first() -> None:
@@ -364,4 +364,72 @@ def test_a_liburing_laid_out_otherwise_is_driven_through_its_functions(
         ring.put_many([memoryview(nop_image(i)) for i in range(3)])
         ring.put(nop_image(3))
         ring.submit(wait_nr=4)
-        assert ring.reap() == ([0, 1, 2, 3], [0, 0, 0, 0])
+        assert ring.reap() == ([0, 1, 2, 3], [0, 0, 0, 0], [0, 0, 0, 0])
+
+
+def test_prep_packs_an_sqe_the_kernel_reads_as_the_generated_struct_says(tmp_path: Path) -> None:
+    from ublk_bindings.prep import prep_read, prep_write
+
+    path = tmp_path / "data"
+    path.write_bytes(b"\0" * 8192)
+    data = os.urandom(4096)
+    src = ctypes.create_string_buffer(data, 4096)
+    dst = ctypes.create_string_buffer(4096)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with Ring(4) as ring:
+            prep_write(ring, 1 << 40 | 5, fd, ctypes.addressof(src), 4096, 4096, os.RWF_DSYNC)
+            ring.submit(wait_nr=1)
+            assert ring.reap() == ([1 << 40 | 5], [4096], [0])
+            prep_read(ring, 6, fd, ctypes.addressof(dst) + 100, 1000, 4196)
+            ring.submit(wait_nr=1)
+            assert ring.reap() == ([6], [1000], [0])
+    finally:
+        os.close(fd)
+    assert dst.raw[100:1100] == data[100:1100]
+
+
+def test_prep_on_a_full_sq_submits_first() -> None:
+    from ublk_bindings.io_uring import IORING_OP_NOP
+
+    with Ring(2, cq_entries=16) as ring:
+        for i in range(5):
+            ring.prep(IORING_OP_NOP, -1, 0, 0, 0, i)
+        ring.submit(wait_nr=5)
+        got: list[int] = []
+        while len(got) < 5:
+            got += ring.reap()[0]
+        assert got == list(range(5))
+
+
+def test_prep_falls_back_to_liburing_when_its_layout_is_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ublk_bindings import ring as ring_module
+    from ublk_bindings.io_uring import IORING_OP_NOP
+
+    monkeypatch.setattr(ring_module, "_LIBURING_SQE_TAIL", ring_module._LIBURING_SQE_TAIL + 8)
+    with Ring(4) as ring:
+        assert ring._sqe_bytes is None
+        ring.prep(IORING_OP_NOP, -1, 0, 0, 0, 42)
+        ring.submit(wait_nr=1)
+        assert ring.reap() == ([42], [0], [0])
+
+
+def test_reap_returns_each_cqes_flags() -> None:
+    # a multishot poll posts CQEs with IORING_CQE_F_MORE (more to come) set
+    import select
+
+    from ublk_bindings.io_uring import IORING_CQE_F_MORE, IORING_OP_POLL_ADD, IORING_POLL_ADD_MULTI
+
+    efd = os.eventfd(1)
+    try:
+        with Ring(4) as ring:
+            ring.prep(IORING_OP_POLL_ADD, efd, 0, IORING_POLL_ADD_MULTI, 0, 9,
+                      op_flags=select.POLLIN)
+            ring.submit(wait_nr=1)
+            user_data, res, flags = ring.reap()
+            assert user_data == [9] and res[0] & select.POLLIN
+            assert flags[0] & IORING_CQE_F_MORE
+    finally:
+        os.close(efd)

@@ -1,0 +1,109 @@
+"""The file target's requests as SQEs on the queue's own ring: N tags, N backing I/Os.
+
+Each request becomes one SQE on the backing fd, into or out of the tag's own buffer: READ
+and WRITE (FUA as ``RWF_DSYNC``), FLUSH as fdatasync, DISCARD as a hole punch, WRITE_ZEROES
+as a punch or a zeroed range.  Its CQE finishes it, or continues it: a short transfer is
+resubmitted for the rest, -EAGAIN and -EINTR are retried (a bounded number of times), and a
+file system without ZERO_RANGE gets the zeroes written, once, the slow way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ublk_bindings import (
+    UBLK_IO_F_FUA,
+    UBLK_IO_F_NOUNMAP,
+    UBLK_IO_OP_DISCARD,
+    UBLK_IO_OP_FLUSH,
+    UBLK_IO_OP_READ,
+    UBLK_IO_OP_WRITE,
+    UBLK_IO_OP_WRITE_ZEROES,
+)
+from ublk_bindings.prep import prep_fallocate, prep_fsync, prep_read, prep_write
+from ublk_bindings.queue import Queue
+
+from .fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from .targets import FileTarget
+
+RETRIES = 8
+"""Resubmissions of one request after -EAGAIN/-EINTR before its errno is returned."""
+
+_PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+_ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+_RETRY = (-errno.EAGAIN, -errno.EINTR)
+
+
+class FileRingIO:
+    """One queue's file I/O in flight; per tag: the op, its range, the bytes done so far."""
+
+    __slots__ = ("target", "fd", "_op", "_op_flags", "_offset", "_length", "_done", "_retries")
+
+    def __init__(self, target: FileTarget, depth: int) -> None:
+        self.target = target
+        self.fd = target.fd
+        self._op = [0] * depth
+        self._op_flags = [0] * depth
+        self._offset = [0] * depth
+        self._length = [0] * depth
+        self._done = [0] * depth
+        self._retries = [0] * depth
+
+    def start(self, queue: Queue, tag: int, op: int, op_flags: int, offset: int,
+              length: int) -> int | None:
+        self._op[tag] = op
+        self._op_flags[tag] = op_flags
+        self._offset[tag] = offset
+        self._length[tag] = length
+        self._done[tag] = 0
+        self._retries[tag] = 0
+        return self._issue(queue, tag)
+
+    def _issue(self, queue: Queue, tag: int) -> int | None:
+        """Queue the SQE for what is left of ``tag``'s request; or its result, if done here."""
+        op, op_flags = self._op[tag], self._op_flags[tag]
+        ring, user_data, fd = queue.ring, queue.io_data(tag), self.fd
+        if op == UBLK_IO_OP_READ or op == UBLK_IO_OP_WRITE:
+            done = self._done[tag]
+            addr = queue.buffer_address(tag) + done
+            length, offset = self._length[tag] - done, self._offset[tag] + done
+            if op == UBLK_IO_OP_READ:
+                prep_read(ring, user_data, fd, addr, length, offset)
+            else:
+                prep_write(ring, user_data, fd, addr, length, offset,
+                           os.RWF_DSYNC if op_flags & UBLK_IO_F_FUA else 0)
+        elif op == UBLK_IO_OP_FLUSH:
+            prep_fsync(ring, user_data, fd, datasync=True)
+        elif op == UBLK_IO_OP_DISCARD:
+            prep_fallocate(ring, user_data, fd, _PUNCH, self._offset[tag], self._length[tag])
+        elif op == UBLK_IO_OP_WRITE_ZEROES:
+            target = self.target
+            if not op_flags & UBLK_IO_F_NOUNMAP and target.can_discard:
+                prep_fallocate(ring, user_data, fd, _PUNCH, self._offset[tag], self._length[tag])
+            elif target.zero_range_works:
+                prep_fallocate(ring, user_data, fd, _ZERO, self._offset[tag], self._length[tag])
+            else:  # tmpfs, 9p, ...: no ZERO_RANGE; written in the queue thread, rarely asked
+                target.write_zeroes(self._offset[tag], self._length[tag], unmap=False)
+                return 0
+        else:
+            return -errno.EOPNOTSUPP
+        return None
+
+    def done(self, queue: Queue, tag: int, sub: int, res: int) -> int | None:
+        op = self._op[tag]
+        if res in _RETRY and self._retries[tag] < RETRIES:
+            self._retries[tag] += 1
+            return self._issue(queue, tag)
+        if op == UBLK_IO_OP_WRITE_ZEROES and res in (-errno.EOPNOTSUPP, -errno.EINVAL) \
+                and self.target.zero_range_works:
+            self.target.zero_range_works = False  # remember: the next ones go the slow way
+            return self._issue(queue, tag)
+        if res < 0 or not (op == UBLK_IO_OP_READ or op == UBLK_IO_OP_WRITE):
+            return res
+        if res == 0:  # no progress: the file shrank under us
+            return -errno.EIO
+        self._done[tag] = done = self._done[tag] + res
+        if done < self._length[tag]:
+            return self._issue(queue, tag)  # a short transfer: the rest
+        return done
