@@ -34,6 +34,8 @@ class AsyncioTarget:
     def __init__(self, handler: AsyncHandler, loop: asyncio.AbstractEventLoop) -> None:
         self.handler = handler
         self.loop = loop
+        # the loop keeps only weak references to tasks: a pending request's task is ours
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def queue_io(self, queue: Queue, tag: int, desc: ublksrv_io_desc) -> None:
         # call_soon_threadsafe, not run_coroutine_threadsafe: no concurrent Future per request
@@ -43,7 +45,9 @@ class AsyncioTarget:
         raise RuntimeError(f"tag {tag}: a CQE for an asyncio target, which queues no SQE")
 
     def _start(self, queue: Queue, tag: int, desc: ublksrv_io_desc) -> None:
-        self.loop.create_task(self._serve(queue, tag, desc))
+        task = self.loop.create_task(self._serve(queue, tag, desc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, queue: Queue, tag: int, desc: ublksrv_io_desc) -> None:
         try:
