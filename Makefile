@@ -32,9 +32,10 @@ demo: setup
 	$(call banner,demo: ext4 on a ublk-gadget file device through a live handover and a crash adoption (VM))
 	@$(with_liburing) $(PY) -m demo
 
-# About 15 minutes of VM time: every peer, every workload, the handover stall; see README "Benchmarks".
+# About 20 minutes of VM time: every peer, every workload, the disk table (on a 512 MiB virtio-blk
+# disk, cached under the test bed's cache), the shared-CPU table, the handover stall; see README "Benchmarks".
 bench: setup
-	$(call banner,bench: the gadget against null_blk, loop and kublk in one VM boot)
+	$(call banner,bench: the gadget against null_blk, loop and kublk, on tmpfs and on a disk, in one VM boot)
 	@$(with_liburing) $(PY) -m bench --publish
 
 test: setup generated typecheck unit $(SUITES:%=kernel-%)

@@ -1,7 +1,8 @@
 """``python -m bench``: build kublk on the host, boot the VM once, measure everything in it.
 
-The guest writes ``.out/bench/results.json`` (the record), ``results.txt`` (the table) and
-``handover-latency.png`` into the checkout's writable ``.out/``; this prints the table.
+The guest writes ``.out/bench/results.json`` (the record), ``results.txt`` (the tables) and
+``handover-latency.png`` into the checkout's writable ``.out/``; this prints the tables.  The VM
+gets a real disk (``testbed run --disk``) for the disk table.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", default="sid", help="test-bed kernel (sid: 7.2)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds for the whole VM run")
     p.add_argument("--quick", action="store_true", help="one 2 s run per cell, no ramp: proves the plumbing only")
+    p.add_argument("--disk", default="512M", metavar="SIZE",
+                   help="the real disk of the disk table (a cached host file; 0: no disk table)")
     p.add_argument("--publish", action="store_true",
                    help="then copy the record into bench/results/ and its table into the README")
     p.add_argument("guest_args", nargs=argparse.REMAINDER, help="passed to bench.guest (after --)")
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.txt").unlink(missing_ok=True)
     load_before = os.getloadavg()[0]
-    vm = [sys.executable, "-m", "testbed", "run", "--kernel", a.kernel, "--timeout", str(a.timeout), "--", *guest]
+    disk = ["--disk", a.disk] if a.disk not in ("", "0") else []
+    vm = [sys.executable, "-m", "testbed", "run", "--kernel", a.kernel, "--timeout", str(a.timeout), *disk,
+          "--", *guest]  # fmt: skip
     code = subprocess.run(vm, cwd=REPO).returncode
     # The host's load says how far to trust wall-clock figures (cpu us/IO is spared by it).
     host = {"cpus": os.cpu_count(), "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}

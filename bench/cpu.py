@@ -5,12 +5,16 @@ server burns per request does not (it only accrues while the server runs).  fio 
 right before and right after each job (``exec_prerun``/``exec_postrun``), the server's
 ``/proc/PID/stat`` (utime + stime of all its threads) and the device's ``/sys/block/DEV/stat``
 (requests completed), so both counts cover exactly the same interval, ramp included.  fio
-must run in a writable directory (``run_sequence(cwd=...)``): it keeps the commands' output.
+must run in a writable directory (``run_sequence(cwd=...)``): it keeps the commands' output,
+and the snapshot directory must start empty.  A job of ``numjobs`` clones runs the commands
+once per clone: the first clone's "before" and the last clone's "after" are kept (each written
+aside, then linked or renamed into place, so two clones never mix their lines).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,12 +26,15 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 def probes(pid: int, block_device: str, snapshots: Path) -> Callable[[Workload], list[str]]:
     """fio job options that snapshot the counters to ``snapshots/<job>.{pre,post}``."""
     disk = Path(block_device).name
+    counters = f"cat /proc/{pid}/stat /sys/block/{disk}/stat"
 
     def options(w: Workload) -> list[str]:
-        # Newer fio sends the command's stdout to <job>.prerun.txt in its working directory,
-        # older fio to its own stdout: tee writes our file either way.
-        cat = f"cat /proc/{pid}/stat /sys/block/{disk}/stat | tee"
-        return [f"--exec_prerun={cat} {snapshots / w.name}.pre", f"--exec_postrun={cat} {snapshots / w.name}.post"]
+        # fio runs each command with a shell; newer fio appends "> <job>.prerun.txt 2>&1",
+        # which lands on the last command here.  $$: that shell's pid, one per clone.
+        pre, post = (shlex.quote(f"{snapshots / w.name}.{end}") for end in ("pre", "post"))
+        first = f"{counters} > {pre}.$$ && ln {pre}.$$ {pre} 2>/dev/null; rm -f {pre}.$$"
+        last = f"{counters} > {post}.$$ && mv -f {post}.$$ {post}"
+        return [f"--exec_prerun={first}", f"--exec_postrun={last}"]
 
     return options
 

@@ -1,7 +1,8 @@
 """Run fio and read its JSON report: the only source of the benchmark's figures.
 
 Every job is one fio process, one job, io_uring, O_DIRECT, time based, with a ramp so the
-first requests (page faults, the first FETCH round) stay out of the figure.  Latency is the
+first requests (page faults, the first FETCH round) stay out of the figure.  A workload of
+several jobs (``numjobs``) is reported as one, summed (``group_reporting``).  Latency is the
 total latency (``lat_ns``: submission to completion), its percentiles turned on with
 ``lat_percentiles``.
 """
@@ -26,6 +27,7 @@ class Workload:
     rw: str  # fio's rw=: randread, randwrite, read, write
     bs: int
     iodepth: int
+    numjobs: int = 1  # >1: that many submitters at once, their figures summed
 
     @property
     def is_read(self) -> bool:
@@ -125,7 +127,10 @@ def _global(filename: str, runtime_s: float, ramp_s: float, output: str) -> list
 
 
 def _job(w: Workload) -> list[str]:
-    return [f"--name={w.name}", f"--rw={w.rw}", f"--bs={w.bs}", f"--iodepth={w.iodepth}"]
+    job = [f"--name={w.name}", f"--rw={w.rw}", f"--bs={w.bs}", f"--iodepth={w.iodepth}"]
+    if w.numjobs > 1:
+        job += [f"--numjobs={w.numjobs}", "--group_reporting"]
+    return job
 
 
 def _percentile(lat: dict[str, Any], key: str) -> int:

@@ -1,9 +1,11 @@
 """The benchmark proper, run as root inside the test-bed VM (``python -m bench`` boots it).
 
-Every peer gets the same geometry and the same backing file on the guest's tmpfs; every
-workload runs on every peer in one boot, so the ratios compare like with like.  A peer that
-fails to come up is recorded with its error and the run goes on: the table shows what was
-measured and says what was not.
+Three tables in one boot, so the ratios compare like with like: the main one (every peer on
+the guest's tmpfs, same geometry and backing file, fio and the servers pinned apart), the disk
+table (bench.disk: the file servers on the test bed's real disk) and the shared-CPU table
+(bench.shared: null servers with fio unpinned); then the handover stall.  A peer that fails
+to come up is recorded with its error and the run goes on: the tables show what was measured
+and say what was not.
 """
 
 from __future__ import annotations
@@ -14,19 +16,16 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cpu, fio, handover, peers, report
-from .fio import Result
+from . import disk, fio, handover, peers, report, rounds, shared
 
 BACKING_FILE = "/tmp/bench-backing.img"
 PEER_ORDER = ("null_blk", "loop", "kublk-null", "kublk-loop", "gadget-null", "gadget-mem", "gadget-file")
@@ -50,114 +49,19 @@ def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
     }
 
 
-def pin(pid: int, cpu: int) -> None:
-    """Move every thread of ``pid`` (a userspace server: kublk or the gadget) onto ``cpu``."""
-    subprocess.run(["taskset", "--all-tasks", "--cpu-list", "--pid", str(cpu), str(pid)],
-                   check=True, stdout=subprocess.DEVNULL)
-
-
-def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
-@contextmanager
-def _guarded(cm: AbstractContextManager[peers.Device], notes: list[str], name: str) -> Iterator[peers.Device]:
-    """``cm``, but a failure to tear it down is noted instead of hiding the figures."""
-    with ExitStack() as stack:
-        device = stack.enter_context(cm)
-        try:
-            yield device
-        finally:
-            try:
-                stack.close()
-            except Exception as e:
-                notes.append(f"{name}: teardown: {_error(e)}")
+TABLES = ("main", "disk", "shared")
 
 
 @dataclass
-class Cell:
-    """Every round of one workload on one peer; the figure is the round of median IOPS."""
+class Table:
+    """One table beyond the main one: its measurements, or why it has none."""
 
-    runs: list[Result] = field(default_factory=list)
-    error: str | None = None
-
-    def figure(self) -> Result | str:
-        """A failed round voids the cell: a server that failed I/O once has no figure."""
-        if self.error or not self.runs:
-            return self.error or "not run"
-        median = sorted(self.runs, key=lambda r: r.iops)[(len(self.runs) - 1) // 2]
-        cpu_costs = [r.server_cpu_us_per_io for r in self.runs if r.server_cpu_us_per_io is not None]
-        return dataclasses.replace(
-            median,
-            rounds_iops=tuple(r.iops for r in self.runs),
-            server_cpu_us_per_io=statistics.median(cpu_costs) if cpu_costs else None,
-        )
+    measured: rounds.Measured | None = None
+    why_not: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # what its heading and record say
 
 
-def measure(
-    available: dict[str, peers.Peer],
-    order: list[str],
-    g: peers.Geometry,
-    workloads: tuple[fio.Workload, ...],
-    a: argparse.Namespace,
-    profile: set[str],
-) -> tuple[dict[str, str], dict[str, dict[str, Cell]], list[str]]:
-    """All devices up at once; ``rounds`` rounds, each running every workload on every peer
-    (one fio process per peer and round), the peer order reversed every other round, so a
-    neighbour's load on the VM's host hits all peers alike."""
-    details: dict[str, str] = {}
-    cells = {n: {w.name: Cell() for w in workloads} for n in order}
-    notes: list[str] = []
-    with ExitStack() as stack:
-        devices: dict[str, peers.Device] = {}
-        for name in order:
-            try:
-                devices[name] = stack.enter_context(_guarded(available[name](g), notes, name))
-                details[name] = devices[name].detail
-                if a.server_cpu is not None and devices[name].server_pid:
-                    pin(devices[name].server_pid, a.server_cpu)
-            except Exception as e:
-                traceback.print_exc()
-                details[name] = f"failed to start: {_error(e)}"
-                for cell in cells[name].values():
-                    cell.error = details[name]
-        up = [n for n in order if n in devices]
-        for r in range(a.rounds):
-            for name in up if r % 2 == 0 else reversed(up):
-                dev = devices[name]
-                sampled = r == a.rounds - 1 and name in profile
-                spy = a.out / f"profile-{name}.txt" if sampled else None
-                snapshots = a.out / "cpu" / f"{name}-round{r + 1}"
-                snapshots.mkdir(parents=True, exist_ok=True)
-                probes = cpu.probes(dev.server_pid, dev.path, snapshots) if dev.server_pid else None
-                try:
-                    with peers.profiled(dev.server_pid, spy):
-                        measured = fio.run_sequence(dev.path, workloads, a.runtime, a.ramp, probes, snapshots,
-                                                    cpu=a.fio_cpu)
-                except Exception as e:  # a failed peer must not cost the other figures
-                    measured = {w.name: _error(e) for w in workloads}
-                for w in workloads:
-                    got = measured[w.name]
-                    if isinstance(got, Result) and probes:
-                        measured[w.name] = dataclasses.replace(got, server_cpu_us_per_io=cpu.cpu_us_per_io(snapshots, w))
-                for w in workloads:
-                    cell, got = cells[name][w.name], measured[w.name]
-                    if isinstance(got, str):
-                        cell.error = got
-                    else:
-                        cell.runs.append(got)
-                    print(f"bench: round {r + 1} {name:<12} {w.name:<18} {_short(cell)}", flush=True)
-    return details, cells, notes
-
-
-def _short(cell: Cell) -> str:
-    if cell.error:
-        return "failed: " + cell.error.splitlines()[0][:100]
-    r = cell.runs[-1]
-    return f"{r.iops:9.0f} IOPS {r.bw_bytes / (1 << 20):8.1f} MiB/s p99 {r.lat_p99_ns / 1000:8.0f} us"
-
-
-def _environment(a: argparse.Namespace, g: peers.Geometry) -> dict[str, Any]:
+def _environment(a: argparse.Namespace, g: peers.Geometry, elapsed: dict[str, float]) -> dict[str, Any]:
     fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "kernel": platform.release(),
@@ -171,7 +75,45 @@ def _environment(a: argparse.Namespace, g: peers.Geometry) -> dict[str, Any]:
         "ramp_s": a.ramp,
         "rounds": a.rounds,
         "geometry": {"size": g.size, "queues": g.queues, "depth": g.depth, "backing_file": g.backing_file},
+        # Wall-clock seconds of each part: what keeps the whole run's length in view.
+        "elapsed_s": elapsed,
     }
+
+
+def measure_disk(a: argparse.Namespace, schedule: rounds.Schedule, log_dir: Path) -> Table:
+    """The disk table on ``a.disk``, if the test bed attached one."""
+    if not a.disk:
+        return Table(why_not="no disk attached (python -m bench attaches one: --disk SIZE)")
+    if not disk.wait_for(a.disk):
+        return Table(why_not=f"{a.disk}: no such block device")
+    g = disk.geometry(a.disk, a.queues, a.depth)
+    detail = {"device": a.disk, "size": g.size, "queues": g.queues, "depth": g.depth}
+    order = list(disk.PEER_ORDER)
+    m = rounds.measure(disk.all_peers(a.kublk, log_dir / "disk"), order, g, disk.WORKLOADS, schedule,
+                       a.out / "cpu" / "disk", label="disk ")  # fmt: skip
+    return Table(m, detail=detail)
+
+
+def measure_shared(a: argparse.Namespace, schedule: rounds.Schedule, log_dir: Path) -> Table:
+    """The shared-CPU table: the same rounds, nothing pinned."""
+    unpinned = dataclasses.replace(schedule, fio_cpu=None, server_cpu=None)
+    g = peers.Geometry(a.size, 1, a.depth, BACKING_FILE)  # each peer sets its own queue count
+    detail = {"workload": dataclasses.asdict(shared.WORKLOAD), "depth": a.depth, "pinned": False}
+    m = rounds.measure(shared.all_peers(a.kublk, log_dir / "shared"), list(shared.PEER_ORDER), g,
+                       (shared.WORKLOAD,), unpinned, a.out / "cpu" / "shared", label="shared ")  # fmt: skip
+    return Table(m, detail=detail)
+
+
+def _timed(elapsed: dict[str, float], name: str, measure: Callable[[], Table]) -> Table:
+    """``measure()``, its wall time noted; an unexpected failure costs this table only."""
+    t0 = time.monotonic()
+    try:
+        table = measure()
+    except Exception as e:
+        traceback.print_exc()
+        table = Table(why_not=rounds.error_text(e))
+    elapsed[name] = round(time.monotonic() - t0, 1)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256 << 20)
     p.add_argument("--queues", type=int, default=1)
     p.add_argument("--depth", type=int, default=64)
-    p.add_argument("--peers", default=",".join(PEER_ORDER))
-    p.add_argument("--workloads", default=",".join(w.name for w in fio.WORKLOADS))
+    p.add_argument("--peers", default=",".join(PEER_ORDER), help="the main table's peers")
+    p.add_argument("--workloads", default=",".join(w.name for w in fio.WORKLOADS), help="the main table's workloads")
+    p.add_argument("--tables", default=",".join(TABLES), help="which tables to measure (main: the tmpfs one)")
+    p.add_argument("--disk", default=os.environ.get("UBLK_TESTBED_DISK", ""),
+                   help="the disk of the disk table (default $UBLK_TESTBED_DISK: python -m testbed run --disk)")
     p.add_argument("--fio-cpu", type=int, default=0, help="the CPU fio runs on")
     p.add_argument("--server-cpu", type=int, default=1,
                    help="the CPU every thread of a userspace server (kublk, gadget) runs on")
@@ -193,16 +138,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="let the scheduler place fio and the servers (IOPS then vary by boot)")
     p.add_argument("--handovers", type=int, default=3, help="live handovers in the stall run (0: skip it)")
     p.add_argument("--handover-interval", type=float, default=4)
-    p.add_argument("--profile", default="", help="comma-separated gadget peers to sample with py-spy "
-                   "in the last round (profile-PEER.txt; read with python -m bench.profile)")
+    p.add_argument("--profile", default="", help="comma-separated gadget peers of the main table to sample "
+                   "with py-spy in the last round (profile-PEER.txt; read with python -m bench.profile)")
     a = p.parse_args(argv)
     if not a.pin:
         a.fio_cpu = a.server_cpu = None
+    tables = [t for t in a.tables.split(",") if t]
+    if set(tables) - set(TABLES):
+        p.error(f"unknown tables {sorted(set(tables) - set(TABLES))}; known: {', '.join(TABLES)}")
 
     a.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLCONFIGDIR", str(a.out.parent / "matplotlib"))  # font cache kept across boots
     log_dir = a.out / "logs"
-    for stale in [*log_dir.glob("*.log"), *a.out.glob("profile-*.txt")]:
+    for stale in [*log_dir.rglob("*.log"), *a.out.glob("profile-*.txt")]:
         stale.unlink()
     shutil.rmtree(a.out / "cpu", ignore_errors=True)
     g = peers.Geometry(a.size, a.queues, a.depth, BACKING_FILE)
@@ -210,66 +158,94 @@ def main(argv: list[str] | None = None) -> int:
     wanted = a.workloads.split(",")
     workloads = tuple(w for w in fio.WORKLOADS if w.name in wanted)
     available = all_peers(a.kublk, log_dir)
-    order = [n for n in a.peers.split(",") if n]
+    order = [n for n in a.peers.split(",") if n] if "main" in tables else []
     unknown = [n for n in order if n not in available]
     if unknown:
         p.error(f"unknown peers {unknown}; known: {', '.join(available)}")
-    profile = {n for n in a.profile.split(",") if n}
-    details, cells, notes = measure(available, order, g, workloads, a, profile)
-    record(a, g, workloads, order, details, cells, notes, stall=None)
+    profile = {n: a.out / f"profile-{n}.txt" for n in a.profile.split(",") if n}
+    schedule = rounds.Schedule(a.rounds, a.runtime, a.ramp, a.fio_cpu, a.server_cpu)
+    elapsed: dict[str, float] = {}
+    t0 = time.monotonic()
+    main_table = rounds.measure(available, order, g, workloads, schedule, a.out / "cpu", profile)
+    elapsed["main"] = round(time.monotonic() - t0, 1)
+    skipped = Table(why_not="skipped (--tables)")
+    disk_table, shared_table = skipped, skipped
+    if "disk" in tables:
+        disk_table = _timed(elapsed, "disk", lambda: measure_disk(a, schedule, log_dir))
+    if "shared" in tables:
+        shared_table = _timed(elapsed, "shared", lambda: measure_shared(a, schedule, log_dir))
+    record(a, g, main_table, disk_table, shared_table, None, elapsed)
     stall: dict[str, Any] | None = {"error": "skipped (--handovers 0)"}
     if a.handovers > 0:
+        t0 = time.monotonic()
         try:
             spec = f"file,path={BACKING_FILE},queues={a.queues},depth={a.depth}"
             s = handover.measure(spec, a.out, handovers=a.handovers, interval_s=a.handover_interval)
             stall = s.to_json()
         except Exception as e:
             traceback.print_exc()
-            stall = {"error": _error(e)}
-    print(record(a, g, workloads, order, details, cells, notes, stall))
+            stall = {"error": rounds.error_text(e)}
+        elapsed["stall"] = round(time.monotonic() - t0, 1)
+    print(record(a, g, main_table, disk_table, shared_table, stall, elapsed))
     return 0
+
+
+def _table_json(t: Table, derived: dict[str, Any]) -> dict[str, Any]:
+    if t.measured is None:
+        return {"error": t.why_not}
+    return {**t.detail, "peers": t.measured.peers_json(), "notes": t.measured.notes, **derived}
+
+
+def _notes(notes: list[str]) -> str:
+    return "".join(f"note: {n}\n" for n in notes)
 
 
 def record(
     a: argparse.Namespace,
     g: peers.Geometry,
-    workloads: tuple[fio.Workload, ...],
-    order: list[str],
-    details: dict[str, str],
-    cells: dict[str, dict[str, Cell]],
-    notes: list[str],
+    main: rounds.Measured,
+    disk_table: Table,
+    shared_table: Table,
     stall: dict[str, Any] | None,
+    elapsed: dict[str, float],
 ) -> str:
     """Write results.json and results.txt (also before the stall run: a timeout then costs
     only the stall); returns the text."""
-    results = {n: {w: c.figure() for w, c in cs.items()} for n, cs in cells.items()}
+    results = main.results()
     stall_s = None
     if stall and stall.get("worst_live_handover_stall_ms") is not None:
         stall_s = stall["worst_live_handover_stall_ms"] / 1e3
     checks = report.target_checks(results, stall_s)
+    disk_results = disk_table.measured.results() if disk_table.measured else {}
+    shared_results = shared_table.measured.results() if shared_table.measured else {}
     doc = {
-        "environment": _environment(a, g),
-        "peers": {
-            n: {
-                "detail": details[n],
-                "workloads": {w: r.to_json() if isinstance(r, Result) else {"error": r} for w, r in rs.items()},
-            }
-            for n, rs in results.items()
-        },
-        "notes": notes,
-        "ratios": report.ratios(results, workloads),
+        "environment": _environment(a, g, elapsed),
+        "peers": main.peers_json(),
+        "notes": main.notes,
+        "ratios": report.ratios(results, main.workloads),
+        "disk": _table_json(disk_table, disk.summary(disk_results, disk.PEER_ORDER)),
+        "shared_cpu": _table_json(shared_table, {"pairs": shared.pairs(shared_results)}),
         "handover_stall": stall,
         "targets": checks,
     }
     (a.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
-    text = report.table(results, workloads, order) + "\n"
+    text = report.table(results, main.workloads, main.order) + "\n" + _notes(main.notes)
+    if disk_table.measured:
+        text += "\n" + disk.table(disk_results, disk_table.measured.order, disk.heading(disk_table.detail)) + "\n"
+        text += _notes(disk_table.measured.notes)
+    else:
+        text += f"\ndisk table: not measured: {disk_table.why_not}\n"
+    if shared_table.measured:
+        text += "\n" + shared.table(shared_results, shared_table.measured.order) + "\n"
+        text += _notes(shared_table.measured.notes)
+    else:
+        text += f"\nshared-CPU table: not measured: {shared_table.why_not}\n"
     if stall is None:
         text += "\nhandover stall: not measured (yet)\n"
     elif "error" in stall:
         text += f"\nhandover stall: not measured: {stall['error']}\n"
     else:
         text += "\n" + report.format_stall(stall) + "\n"
-    text += "".join(f"note: {n}\n" for n in notes)
     text += "\ngoals (issue 6):\n" + report.format_checks(checks) + "\n"
     (a.out / "results.txt").write_text(text)
     return text

@@ -3,11 +3,13 @@
 Every device gets the same geometry: ``queues`` hardware queues of ``depth`` tags and
 ``size`` bytes (file-backed ones take the backing file's size).  The in-kernel peers
 (null_blk, loop) bound what the block layer itself costs in this VM; kublk, the kernel's own
-C server, is the bar a userspace server is held to.
+C server, is the bar a userspace server is held to.  On a real disk, the disk itself (``raw``)
+is the bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -29,7 +31,7 @@ class Geometry:
     size: int  # bytes
     queues: int
     depth: int
-    backing_file: str  # for the file-backed peers: loop, kublk loop, gadget file
+    backing_file: str  # for the file-backed peers: loop, kublk loop, gadget file (or a disk)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,26 @@ def loop(g: Geometry) -> Iterator[Device]:
         yield Device(dev, f"losetup --direct-io=on {g.backing_file} (dio={dio})")
     finally:
         _run(["losetup", "--detach", dev])
+
+
+@contextmanager
+def raw(g: Geometry) -> Iterator[Device]:
+    """The backing block device itself, no driver of ours in between: what the disk can do."""
+    sys_block = Path("/sys/block") / Path(g.backing_file).name
+    if not sys_block.is_dir():
+        raise RuntimeError(f"{g.backing_file} is not a whole block device (no {sys_block})")
+    hw_queues = len(list((sys_block / "mq").iterdir())) if (sys_block / "mq").is_dir() else 0
+    nr_requests = (sys_block / "queue" / "nr_requests").read_text().strip()
+    yield Device(g.backing_file, f"{g.backing_file} itself ({hw_queues} hw queue(s), nr_requests {nr_requests})")
+
+
+def with_queues(peer: Peer, queues: int) -> Peer:
+    """``peer`` with ``queues`` hardware queues whatever the table's geometry says."""
+
+    def made(g: Geometry) -> AbstractContextManager[Device]:
+        return peer(dataclasses.replace(g, queues=queues))
+
+    return made
 
 
 _DEV_ID = re.compile(r"dev id (\d+):")

@@ -31,6 +31,19 @@ def _placement(env: dict[str, object]) -> str:
             f"{env['server_cpu']}.")
 
 
+def _disk(results: dict[str, object]) -> str:
+    """What the disk and shared-CPU tables ran on, when the record has them."""
+    text = ""
+    d = results.get("disk")
+    if isinstance(d, dict) and "device" in d:
+        text += (f" The disk table: {d['device']}, a {d['size'] >> 20} MiB virtio-blk disk over a host file "
+                 "(cache=none), placed as above.")  # fmt: skip
+    s = results.get("shared_cpu")
+    if isinstance(s, dict) and "peers" in s:
+        text += " The shared-CPU table: fio and the servers unpinned."
+    return text
+
+
 def block(results: dict[str, object], table: str, picture: str | None, host: dict[str, float] | None) -> str:
     """The README text between the markers."""
     env = results["environment"]
@@ -44,7 +57,7 @@ def block(results: dict[str, object], table: str, picture: str | None, host: dic
         f"Run of {env['date']} in the test-bed VM: Linux {env['kernel']}, {env['cpus']} vCPUs (qemu TCG), "
         f"{env['fio']}; {env['rounds']} rounds of {env['runtime_s']:g} s (after {env['ramp_s']:g} s ramp) per "
         f"cell, the median round shown; every device {geometry['queues']} queue(s) x {geometry['depth']} tags."
-        f"{_placement(env)}{load} Record: [`bench/results/results.json`](bench/results/results.json).",
+        f"{_placement(env)}{_disk(results)}{load} Record: [`bench/results/results.json`](bench/results/results.json).",
         "",
         "```",
         table.rstrip("\n"),

@@ -45,18 +45,30 @@ def reference_name(gadget: str, reference: str) -> str:
 
 
 def ratio(results: Results, peer: str, other: str, workload: str) -> float | None:
-    """IOPS of ``peer`` over ``other`` on ``workload`` (same block size, so also bandwidth).
+    """IOPS of ``peer`` over ``other`` on ``workload`` (same block size, so also bandwidth)."""
+    return ratio_of(results.get(peer, {}).get(workload), results.get(other, {}).get(workload))
+
+
+def ratio_of(a: Result | str | None, b: Result | str | None) -> float | None:
+    """IOPS of ``a`` over ``b``, None unless both were measured.
 
     With rounds on both sides, the median of the per-round ratios: round i of both ran within
     a minute of each other, so a load that came and went on the host divides out.
     """
-    a = results.get(peer, {}).get(workload)
-    b = results.get(other, {}).get(workload)
     if not isinstance(a, Result) or not isinstance(b, Result):
         return None
     if len(a.rounds_iops) == len(b.rounds_iops) > 1 and all(b.rounds_iops):
         return statistics.median(x / y for x, y in zip(a.rounds_iops, b.rounds_iops))
     return a.iops / b.iops if b.iops else None
+
+
+def cpu_ratio(a: Result | str | None, b: Result | str | None) -> float | None:
+    """Server CPU per request of ``a`` over ``b`` (their median rounds' figures)."""
+    if not isinstance(a, Result) or not isinstance(b, Result):
+        return None
+    if a.server_cpu_us_per_io is None or not b.server_cpu_us_per_io:
+        return None
+    return a.server_cpu_us_per_io / b.server_cpu_us_per_io
 
 
 def ratios(results: Results, workloads: tuple[Workload, ...]) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -93,7 +105,7 @@ def target_checks(results: Results, stall_s: float | None) -> list[dict[str, Any
     return checks
 
 
-def _fmt_ratio(r: float | None) -> str:
+def fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
@@ -120,7 +132,7 @@ def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -
             )
             if peer in KUBLK_PEER:
                 row += "".join(
-                    f"{_fmt_ratio(ratio(results, peer, reference_name(peer, ref), w.name)):>11}"
+                    f"{fmt_ratio(ratio(results, peer, reference_name(peer, ref), w.name)):>11}"
                     for ref in REFERENCES
                 )
             lines.append(row.rstrip())

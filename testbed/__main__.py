@@ -1,10 +1,13 @@
 """``python -m testbed``: run a command on a real ublk driver, in a VM unless the host has one.
 
-    python -m testbed run [--kernel sid|trixie|bookworm] [--timeout S] [--env K=V ...] [--] CMD...
+    python -m testbed run [--kernel sid|trixie|bookworm] [--timeout S] [--env K=V ...]
+                          [--disk SIZE] [--] CMD...
     python -m testbed prepare [--kernel K ...]    # download and build, no boot (make setup)
     python -m testbed liburing                    # path of sid's liburing-ffi.so.2
 
 ``run`` exits with CMD's status; 124 when --timeout killed the VM, 125 when the test bed failed.
+``--disk 512M`` gives the guest a real disk, ``/dev/vda`` (``$UBLK_TESTBED_DISK``): virtio-blk
+over a host file full of data, cached by size, uncached by the host (testbed.disk).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import TestbedError, debian, describe, initramfs, kernel, qemu
+from . import TestbedError, debian, describe, disk, initramfs, kernel, qemu
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".out"  # the writable share: results the guest leaves for the host
@@ -60,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not argv:
         raise TestbedError("run: no command given")
+    disk_size = disk.parse_size(args.disk) if args.disk else None
     lib = os.environ.get("UBLK_BINDINGS_LIBURING") or str(liburing())
     common = {
         "UBLK_REQUIRE_DRIVER": "1",
@@ -69,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     extra = _parse_env(args.env)
     if CONTROL.exists():  # the host's own kernel has the driver: no VM needed
         print(
-            f"testbed: {CONTROL} exists on this host: running {argv[0]} here, not in a VM",
+            f"testbed: {CONTROL} exists on this host: running {argv[0]} here, not in a VM"
+            + (" (--disk ignored: no VM, no disk)" if disk_size else ""),
             file=sys.stderr,
         )
         try:
@@ -80,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"testbed: timed out after {args.timeout:g} s", file=sys.stderr)
             return qemu.EXIT_TIMEOUT
     k = kernel.prepare(args.kernel)
-    image = initramfs.build(k)
+    image = initramfs.build(k, disk=disk_size is not None)
+    disk_image = disk.image(disk_size) if disk_size else None
     # The guest starts from an empty environment: only what the tests rely on, then --env.
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -89,13 +95,16 @@ def _run(args: argparse.Namespace) -> int:
     }
     if "VIRTUAL_ENV" in os.environ:
         env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
-    env |= {**common, "UBLK_TESTBED_SUITE": k.suite, "UBLK_TESTBED_KERNEL": k.version, **extra}
+    env |= {**common, "UBLK_TESTBED_SUITE": k.suite, "UBLK_TESTBED_KERNEL": k.version}
+    if disk_image:
+        env["UBLK_TESTBED_DISK"] = disk.GUEST_PATH
+    env |= extra
     print(
         f"testbed: booting Debian {k.suite}'s kernel {k.release} "
         f"({kernel.META} {k.version}) under qemu TCG",
         file=sys.stderr,
     )
-    return qemu.run(k, image, OUT, Path.cwd(), env, argv, args.timeout)
+    return qemu.run(k, image, OUT, Path.cwd(), env, argv, args.timeout, disk_image)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -116,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     r.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="extra guest environment"
+    )
+    r.add_argument(
+        "--disk",
+        metavar="SIZE",
+        help="attach a real disk of SIZE (e.g. 512M) as the guest's /dev/vda ($UBLK_TESTBED_DISK)",
     )
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
     pr = sub.add_parser(

@@ -44,6 +44,8 @@ MODULES = (
     # call the crc32c library, built in): without it mount fails with "Cannot load crc32c".
     Module("crc32c_generic", optional=True),
 )
+# With ``run --disk``: the guest's /dev/vda (no module dependencies; built in on some kernels).
+DISK_MODULES = (Module("virtio_blk"),)
 
 
 def _name(path: str) -> str:
@@ -116,13 +118,15 @@ def _has_interpreter(elf: bytes) -> bool:
     return any(struct.unpack_from("<I", elf, phoff + i * phentsize)[0] == 3 for i in range(phnum))
 
 
-def build(kernel: Kernel) -> Path:
-    """The initramfs for ``kernel``, built unless an identical one is cached."""
+def build(kernel: Kernel, disk: bool = False) -> Path:
+    """The initramfs for ``kernel``, built unless an identical one is cached; ``disk``: with
+    the virtio-blk driver too (a run without a disk keeps the image it always had)."""
     busybox = static_busybox().read_bytes()
     init = INIT.read_bytes()
+    wanted = MODULES + DISK_MODULES if disk else MODULES
     modules = [
         (f"{i:02d}-{ko.name.split('.ko')[0]}.ko", ko, params)
-        for i, (ko, params) in enumerate(load_order(kernel.moddir))
+        for i, (ko, params) in enumerate(load_order(kernel.moddir, wanted))
     ]
     digest = hashlib.sha256(init + busybox)
     for name, ko, params in modules:

@@ -6,6 +6,7 @@ docs and the team's kernel-testbed notes).  The host's ``/`` is the guest's root
 ``hostroot`` (/, read-only), ``testbedout`` (the checkout's .out/, writable, at the same path),
 ``testbedctl`` (a per-run host directory: the command in, its exit status out; the command
 never sees it).  The serial console is qemu's stdout, so the command's output streams live.
+With ``disk``, a host file is the guest's ``/dev/vda`` (testbed.disk).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import TestbedError
+from . import disk as disks
 from .kernel import Kernel
 
 EXIT_TIMEOUT = 124  # as timeout(1)
@@ -35,8 +38,11 @@ def _virtfs(path: Path, tag: str, readonly: bool = False) -> list[str]:
     return ["-virtfs", opts + (",readonly=on" if readonly else "")]
 
 
-def command(kernel: Kernel, initramfs: Path, out: Path, ctl: Path) -> list[str]:
-    """qemu's argv: 2 vCPUs under TCG, 3 GiB, no devices but the console and the shares."""
+def command(
+    kernel: Kernel, initramfs: Path, out: Path, ctl: Path, disk: Path | None = None
+) -> list[str]:
+    """qemu's argv: 2 vCPUs under TCG, 3 GiB, no devices but the console, the shares and
+    ``disk`` (a host file, as virtio-blk) if given."""
     return [
         "qemu-system-x86_64",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -51,14 +57,23 @@ def command(kernel: Kernel, initramfs: Path, out: Path, ctl: Path) -> list[str]:
         *_virtfs(Path("/"), "hostroot", readonly=True),
         *_virtfs(out, "testbedout"),
         *_virtfs(ctl, "testbedctl"),
+        *(disks.qemu_args(disk) if disk else []),
     ]  # fmt: skip
 
 
-def guest_script(cwd: Path, env: Mapping[str, str], argv: Sequence[str]) -> str:
-    """The shell script the guest runs chrooted: ``argv`` in ``cwd`` with exactly ``env``."""
+def guest_script(
+    cwd: Path, env: Mapping[str, str], argv: Sequence[str], disk: str = ""
+) -> str:
+    """The shell script the guest runs chrooted: ``argv`` in ``cwd`` with exactly ``env``;
+    with ``disk``, only once that block device is there (the test bed promised it)."""
     assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
     cd = f"cd {shlex.quote(str(cwd))} || exit {EXIT_TESTBED}"
-    return f"{cd}\nexec env -i {assigns} {shlex.join(argv)}\n"
+    check = ""
+    if disk:
+        q = shlex.quote(disk)
+        why = shlex.quote(f"testbed: no block device {disk} although a disk is attached")
+        check = f"[ -b {q} ] || {{ echo {why} >&2; exit {EXIT_TESTBED}; }}\n"
+    return f"{check}{cd}\nexec env -i {assigns} {shlex.join(argv)}\n"
 
 
 def under_guest_tmpfs(path: Path) -> Path | None:
@@ -96,26 +111,30 @@ def run(
     env: Mapping[str, str],
     argv: Sequence[str],
     timeout: float,
+    disk: Path | None = None,
 ) -> int:
-    """Boot, run ``argv`` in the guest, return its exit status (or EXIT_TIMEOUT, EXIT_TESTBED)."""
+    """Boot, run ``argv`` in the guest, return its exit status (or EXIT_TIMEOUT, EXIT_TESTBED).
+    ``disk``: a host file (testbed.disk.image) the guest gets as ``/dev/vda``."""
     check_visible(cwd, "working directory", cwd)
     check_visible(out, "output directory", cwd)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="testbed-ctl-") as tmp:
         ctl = Path(tmp)
         (ctl / "boot.env").write_text(boot_env(out, cwd))
-        (ctl / "cmd.sh").write_text(guest_script(cwd, env, argv))
-        sys.stdout.flush()
-        qemu = subprocess.Popen(command(kernel, initramfs, out, ctl), stdin=subprocess.DEVNULL)
-        try:
-            rc = qemu.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            print(f"\ntestbed: timed out after {timeout:g} s: killed qemu", file=sys.stderr)
-            return EXIT_TIMEOUT
-        finally:
-            if qemu.poll() is None:
-                qemu.send_signal(signal.SIGKILL)
-                qemu.wait()
+        (ctl / "cmd.sh").write_text(guest_script(cwd, env, argv, disks.GUEST_PATH if disk else ""))
+        with disks.in_use(disk) if disk else nullcontext():
+            sys.stdout.flush()
+            argv_qemu = command(kernel, initramfs, out, ctl, disk)
+            qemu = subprocess.Popen(argv_qemu, stdin=subprocess.DEVNULL)
+            try:
+                rc = qemu.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                print(f"\ntestbed: timed out after {timeout:g} s: killed qemu", file=sys.stderr)
+                return EXIT_TIMEOUT
+            finally:
+                if qemu.poll() is None:
+                    qemu.send_signal(signal.SIGKILL)
+                    qemu.wait()
         status = ctl / "status"
         if rc != 0:
             print(f"testbed: qemu exited with status {rc}", file=sys.stderr)

@@ -51,3 +51,20 @@ def test_fio_takes_the_snapshots_around_each_job(tmp_path: Path) -> None:
     assert isinstance(got["w"], fio.Result)
     assert (snaps / "w.pre").read_text().startswith(f"{os.getpid()} (")
     assert len((snaps / "w.post").read_text().splitlines()) == 2
+
+
+@pytest.mark.skipif(shutil.which("fio") is None or not os.path.exists("/sys/block"), reason="needs fio and sysfs")
+def test_clones_of_one_job_leave_one_whole_snapshot_each_side(tmp_path: Path) -> None:
+    """numjobs runs the commands once per clone: the first "before" and a whole "after" stay."""
+    disk = sorted(os.listdir("/sys/block"))[0]
+    target = tmp_path / "f"
+    target.write_bytes(b"\0" * (1 << 20))
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    two = fio.Workload("w", "randread", 4096, 4, numjobs=2)
+    got = fio.run_sequence(str(target), [two], 0.2, 0, cpu.probes(os.getpid(), f"/dev/{disk}", snaps), snaps)
+    assert isinstance(got["w"], fio.Result)
+    for end in ("pre", "post"):
+        lines = (snaps / f"w.{end}").read_text().splitlines()
+        assert len(lines) == 2 and lines[0].startswith(f"{os.getpid()} (")
+    assert sorted(p.name for p in snaps.glob("w.p*") if not p.name.endswith(".txt")) == ["w.post", "w.pre"]

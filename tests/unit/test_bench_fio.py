@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,25 @@ def test_a_real_sequence_reports_each_workload_under_its_name(tmp_path: Path) ->
 def test_fio_failing_as_a_whole_fails_every_workload_with_its_words(tmp_path: Path) -> None:
     got = fio.run_sequence(str(tmp_path / "missing-dir" / "f"), fio.WORKLOADS[:2], 0.3, 0)
     assert all(isinstance(v, str) and "fio" in v for v in got.values())
+
+
+def test_a_workload_of_several_jobs_is_reported_as_one() -> None:
+    w = fio.Workload("two", "randread", 4096, 32, numjobs=2)
+    cmd = fio.sequence_command("/dev/x", [fio.WORKLOADS[0], w], 3, 1, "/tmp/o.json")
+    job = cmd[cmd.index("--name=two"):]
+    assert "--numjobs=2" in job and "--group_reporting" in job
+    first = cmd[cmd.index(f"--name={fio.WORKLOADS[0].name}"):cmd.index("--name=two")]
+    assert not any(a.startswith("--numjobs") or a == "--group_reporting" for a in first)
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+def test_a_real_two_job_workload_is_one_summed_report_entry(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"\x5a" * (4 << 20))
+    one = fio.Workload("one", "randread", 4096, 2)
+    two = fio.Workload("two", "randread", 4096, 2, numjobs=2)
+    out = tmp_path / "o.json"
+    subprocess.run(fio.sequence_command(str(target), [one, two], 0.3, 0, str(out)), check=True, cwd=tmp_path)
+    jobs = fio.load(out)["jobs"]
+    assert [j["jobname"] for j in jobs] == ["one", "two"]  # not one entry per clone
+    assert isinstance(fio.parse_job(jobs[1], "randread"), fio.Result)

@@ -64,3 +64,17 @@ def test_the_host_load_is_stated_when_recorded(tmp_path: Path) -> None:
     readme.write_text(f"{publish.START}\n{publish.END}\n")
     publish.publish(out, tmp_path / "results", readme)
     assert "The host (2 cores) had a load average of 9.5 before and 3.2 after the run." in readme.read_text()
+
+
+def test_the_disk_and_shared_tables_are_introduced_when_recorded() -> None:
+    doc = {"environment": ENV, "disk": {"device": "/dev/vda", "size": 512 << 20, "peers": {}},
+           "shared_cpu": {"peers": {}}}  # fmt: skip
+    text = publish.block(doc, "table", None, None)
+    assert "The disk table: /dev/vda, a 512 MiB virtio-blk disk over a host file" in text
+    assert "The shared-CPU table: fio and the servers unpinned." in text
+
+
+def test_tables_not_measured_are_not_introduced() -> None:
+    doc = {"environment": ENV, "disk": {"error": "no disk attached"}, "shared_cpu": {"error": "skipped"}}
+    text = publish.block(doc, "table", None, None)
+    assert "disk table" not in text and "shared-CPU" not in text

@@ -1,0 +1,144 @@
+"""The disk table: the file servers on a real disk, where every request waits on the device.
+
+On the guest's tmpfs a read is a memory copy: queue depth buys a server nothing there, and a
+synchronous server looks as good as an asynchronous one.  On ``/dev/vda`` (the test bed's
+virtio-blk disk with the host disk's latency: ``python -m testbed run --disk SIZE``) a server
+that keeps its requests in flight at the disk gains from QD32 over QD1 what the disk itself
+gains.  Every peer works on that one disk: the disk itself, the kernel loop driver on it
+(direct I/O), kublk's loop target (copy mode) and the gadget's file target, each with the
+same queues and depth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import fio, peers, report
+from .fio import Result, Workload
+from .report import Results
+
+WORKLOADS = tuple(
+    w for w in fio.WORKLOADS
+    if w.name in ("4k-randread-qd1", "4k-randread-qd32", "4k-randwrite-qd1", "4k-randwrite-qd32", "128k-read-qd32")
+)  # fmt: skip
+PEER_ORDER = ("disk", "loop", "kublk-loop", "gadget-file")
+USERSPACE = ("kublk-loop", "gadget-file")
+GADGET, KUBLK = "gadget-file", "kublk-loop"
+#: (label, QD1 workload, QD32 workload): what queue depth buys each peer.
+GAINS = (
+    ("4k-randread", "4k-randread-qd1", "4k-randread-qd32"),
+    ("4k-randwrite", "4k-randwrite-qd1", "4k-randwrite-qd32"),
+)
+
+
+def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
+    """The peers of this table; each takes the disk from the geometry's ``backing_file``."""
+    return {
+        "disk": peers.raw,
+        "loop": peers.loop,
+        "kublk-loop": peers.kublk_loop(kublk),
+        "gadget-file": peers.gadget("file", log_dir),
+    }
+
+
+def wait_for(path: str, timeout_s: float = 5.0) -> bool:
+    """Whether the block device ``path`` is there (udev-less devtmpfs: at once, or soon)."""
+    sys_block = Path("/sys/block") / Path(path).name
+    deadline = time.monotonic() + timeout_s
+    while not (Path(path).exists() and sys_block.is_dir()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def geometry(path: str, queues: int, depth: int) -> peers.Geometry:
+    """Every peer of the table gets the whole disk, ``queues`` x ``depth``."""
+    sectors = int((Path("/sys/block") / Path(path).name / "size").read_text())
+    return peers.Geometry(sectors * 512, queues, depth, path)
+
+
+def gains(results: Results, order: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """peer -> label -> QD32 IOPS over QD1 IOPS (median of per-round ratios: one fio
+    process ran both in each round)."""
+    return {
+        p: {label: report.ratio_of(results.get(p, {}).get(deep), results.get(p, {}).get(shallow))
+            for label, shallow, deep in GAINS}
+        for p in order
+    }  # fmt: skip
+
+
+def summary(results: Results, order: Sequence[str]) -> dict[str, Any]:
+    """The figures the table derives, for the record."""
+    g, k = results.get(GADGET, {}), results.get(KUBLK, {})
+    return {
+        "gadget_over_kublk": {w.name: report.ratio_of(g.get(w.name), k.get(w.name)) for w in WORKLOADS},
+        "cpu_gadget_over_kublk": {w.name: report.cpu_ratio(g.get(w.name), k.get(w.name)) for w in WORKLOADS},
+        "qd32_over_qd1": gains(results, order),
+    }
+
+
+_FIRST, _COL, _RATIO = 20, 13, 10
+
+
+def _row(label: str, cells: Sequence[str], ratio: str = "") -> str:
+    return (f"  {label:<{_FIRST - 2}}" + "".join(f"{c:>{_COL}}" for c in cells) + f"{ratio:>{_RATIO}}").rstrip()
+
+
+def _iops(r: Result | str | None) -> str:
+    if r is None:
+        return "-"
+    return "failed" if isinstance(r, str) else f"{r.iops:.0f}"
+
+
+def _cpu(r: Result | str | None) -> str:
+    if isinstance(r, str):
+        return "failed"
+    return "-" if r is None or r.server_cpu_us_per_io is None else f"{r.server_cpu_us_per_io:.0f}"
+
+
+def failures(results: Results, order: Sequence[str], workloads: Sequence[Workload]) -> list[str]:
+    """One line per peer and distinct error: which workloads it cost."""
+    lines = []
+    for p in order:
+        by_error: dict[str, list[str]] = {}
+        for w in workloads:
+            r = results.get(p, {}).get(w.name)
+            if isinstance(r, str):
+                by_error.setdefault(r.splitlines()[0][:120] if r else "?", []).append(w.name)
+        for error, names in by_error.items():
+            which = "every workload" if len(names) == len(workloads) else ", ".join(names)
+            lines.append(f"  failed: {p} ({which}): {error}")
+    return lines
+
+
+def table(results: Results, order: Sequence[str], heading: str) -> str:
+    """IOPS per workload and peer with gadget-file over kublk-loop, what QD32 buys each peer
+    over QD1, and the userspace servers' CPU per request (``-`` for the in-kernel peers)."""
+    g, k = results.get(GADGET, {}), results.get(KUBLK, {})
+    both = GADGET in order and KUBLK in order
+    lines = [heading, f"{'IOPS':<{_FIRST}}" + "".join(f"{p:>{_COL}}" for p in order)
+             + (f"{'xkublk':>{_RATIO}}" if both else "")]  # fmt: skip
+    for w in WORKLOADS:
+        ratio = report.fmt_ratio(report.ratio_of(g.get(w.name), k.get(w.name))) if both else ""
+        lines.append(_row(w.name, [_iops(results.get(p, {}).get(w.name)) for p in order], ratio))
+    lines.append("QD32/QD1 gain")
+    table_gains = gains(results, order)
+    for label, _, _ in GAINS:
+        lines.append(_row(label, [report.fmt_ratio(table_gains[p][label]) for p in order]))
+    lines.append("cpu us/IO")
+    for w in WORKLOADS:
+        cells = [_cpu(results.get(p, {}).get(w.name)) if p in USERSPACE else "-" for p in order]
+        ratio = report.fmt_ratio(report.cpu_ratio(g.get(w.name), k.get(w.name))) if both else ""
+        lines.append(_row(w.name, cells, ratio))
+    lines += failures(results, order, WORKLOADS)
+    return "\n".join(lines)
+
+
+def heading(detail: Mapping[str, Any]) -> str:
+    """The table's first line: which disk, how big, what geometry every server had."""
+    return (f"disk: {detail['device']} (virtio-blk over a host file, cache=none), {detail['size'] >> 20} MiB; "
+            f"every server {detail['queues']} queue(s) x {detail['depth']} tags")  # fmt: skip
