@@ -21,29 +21,50 @@ from . import daemon, faults
 from .adopt import DEFAULT_DEADLINE_S, AdoptError
 from .backing import DEFAULT_MEMORY_DIR
 from .handover import parse_duration
-from .spec import TARGETS, SpecError, parse_spec
+from .spec import DEFAULT_BLOCK_SIZE, DEFAULT_DEPTH, DEFAULT_QUEUES, KEYS, SpecError, parse_spec
 from .state import StateError
-from .targets import TargetError
+from .targets import KINDS, TargetError
 
 PROG = "ublk-gadget"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-SPEC_HELP = f"""\
-SPEC is TARGET[,key=value...] with TARGET one of {", ".join(TARGETS)}:
-  null    reads return zeroes, writes are dropped      (needs size=)
-  mem     RAM-backed, allocated as written             (needs size=); with
-          --state-file its memory is a file in --memory-dir, so it survives a handover
-  file    a regular file or a block device             (needs path=)
-keys:
-  size=N        bytes, with K/M/G/T suffixes; a file target defaults to the file's size
-  path=P        the file or block device (file)
-  queues=N      hardware queues, one thread each         (default 1)
-  depth=N       requests in flight per queue, 1..4096    (default 64)
-  block_size=N  logical block size, 512 or 4096          (default 512)
-  read_only=1   a read-only device
-example: ublk-gadget serve --device mem,size=256M --device file,path=/srv/disk.img,queues=2
-"""
+#: Each SPEC key for ``--help``: how it is written and what it means.
+KEY_HELP = {
+    "size": ("size=N", "bytes, with K/M/G/T suffixes"),
+    "path": ("path=P", "the file or block device"),
+    "queues": ("queues=N", f"hardware queues, one thread each         (default {DEFAULT_QUEUES})"),
+    "depth": ("depth=N", f"requests in flight per queue, 1..4096    (default {DEFAULT_DEPTH})"),
+    "block_size": ("block_size=N",
+                   f"logical block size, 512 or 4096          (default {DEFAULT_BLOCK_SIZE})"),
+    "read_only": ("read_only=1", "a read-only device"),
+}
+
+
+def spec_help() -> str:
+    """The SPEC part of ``serve --help``, from the registry: each target, then every key
+    (naming the targets that take it, where not all do)."""
+    lines = [f"SPEC is TARGET[,key=value...] with TARGET one of {', '.join(KINDS)}:"]
+    for kind in KINDS.values():
+        needs = f"(needs {', '.join(f'{key}=' for key in kind.required)})" if kind.required else ""
+        lines.append(f"  {kind.name:<8}{kind.summary:<45}{needs}".rstrip())
+        lines += [f"  {'':<8}{detail}" for detail in kind.details]
+    lines.append("keys:")
+    for key, (written, meaning) in KEY_HELP.items():
+        takers = [name for name, keys in KEYS.items() if key in keys]
+        if not takers:
+            continue
+        if len(takers) < len(KEYS):
+            meaning += f" ({', '.join(takers)})"
+        lines.append(f"  {written:<14}{meaning}")
+    lines.append("example: ublk-gadget serve --device mem,size=256M "
+                 "--device file,path=/srv/disk.img,queues=2")
+    return "\n".join(lines) + "\n"
+
+
+def _names(names: Sequence[str]) -> str:
+    """``a, b and c``: the targets in a sentence."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _duration(text: str) -> float:
@@ -61,8 +82,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The reference ublk server: null, mem and file targets "
-                     "on /dev/ublkbN.")
+    parser = _Parser(prog=PROG, description="The reference ublk server: "
+                     f"{_names(list(KINDS))} targets on /dev/ublkbN.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -70,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve devices until SIGTERM or SIGINT",
         description="Create the devices, print one JSON line {\"event\": \"ready\", ...} on "
         "stdout once all are live, serve them until SIGTERM or SIGINT, then stop and delete them.",
-        epilog=SPEC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=spec_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--device", metavar="SPEC", action="append",
                        help="a device to serve (repeatable; required unless --adopt)")

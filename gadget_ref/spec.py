@@ -3,7 +3,8 @@
 Everything a user can get wrong on the command line is caught here, before the daemon touches
 ``/dev/ublk-control``, so a bad SPEC never leaves a half-made device behind.  What can only be
 checked against the host (does the file exist, is it big enough) is checked by the target when
-it opens, still before any device is added.
+it opens, still before any device is added.  The targets, their keys and which keys each one
+needs come from the registry (``targets.KINDS``); the grammar here is the same for all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 from ublk_bindings import UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH
 
-TARGETS = ("null", "mem", "file")
+from .targets import KINDS
+
+TARGETS = tuple(KINDS)
 
 DEFAULT_QUEUES = 1
 DEFAULT_DEPTH = 64
@@ -24,11 +27,12 @@ BLOCK_SIZES = (512, 4096)
 MAX_SIZE = (1 << 63) - 1
 """The largest size= Linux can serve: a block device's byte offsets are signed 64-bit."""
 
-_KEYS = {
-    "null": ("size", "queues", "depth", "block_size", "read_only"),
-    "mem": ("size", "queues", "depth", "block_size", "read_only"),
-    "file": ("path", "size", "queues", "depth", "block_size", "read_only"),
-}
+TARGET_KEYS = ("path", "size")
+"""The keys a target may take (``TargetKind.keys``): DeviceSpec has a field for each."""
+DEVICE_KEYS = ("queues", "depth", "block_size", "read_only")
+"""The keys every target takes: the queue geometry and the device's attributes."""
+KEYS = {kind.name: (*kind.keys, *DEVICE_KEYS) for kind in KINDS.values()}
+"""The keys of each target's SPEC, in the order an error message lists them."""
 
 _SUFFIX = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 # re.ASCII: with Unicode case folding, IGNORECASE would take the KELVIN SIGN for a "k".
@@ -44,7 +48,7 @@ class DeviceSpec:
     """One ``--device``: what to serve and the queue geometry to serve it with."""
 
     target: str
-    size: int | None = None  # bytes; None for a file means "the file's size"
+    size: int | None = None  # bytes; None where size= is optional (file): the backing's size
     path: str | None = None
     queues: int = DEFAULT_QUEUES
     depth: int = DEFAULT_DEPTH
@@ -113,16 +117,15 @@ def _parse(text: str) -> DeviceSpec:
     target = target.strip()
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")
+    keys = KEYS[target]
     values: dict[str, str] = {}
     for item in items:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
             raise ValueError(f"{item!r} is not key=value")
-        if key not in _KEYS[target]:
-            raise ValueError(
-                f"unknown key {key!r} for target {target} (known: {', '.join(_KEYS[target])})"
-            )
+        if key not in keys:
+            raise ValueError(f"unknown key {key!r} for target {target} (known: {', '.join(keys)})")
         if key in values:
             raise ValueError(f"key {key!r} given twice")
         values[key] = value.strip()
@@ -140,12 +143,10 @@ def _parse(text: str) -> DeviceSpec:
             raise ValueError("size=0: a device needs at least one block")
         if size % block_size:
             raise ValueError(f"size={size} is not a multiple of the block size {block_size}")
-    elif target != "file":
-        raise ValueError(f"target {target} needs size=")
 
-    path = values.get("path")
-    if target == "file" and not path:
-        raise ValueError("target file needs path=")
+    for key in KINDS[target].required:
+        if not values.get(key):
+            raise ValueError(f"target {target} needs {key}=")
 
     read_only = False
     if "read_only" in values:
@@ -156,7 +157,7 @@ def _parse(text: str) -> DeviceSpec:
     return DeviceSpec(
         target=target,
         size=size,
-        path=path,
+        path=values.get("path"),
         queues=_int_in("queues", values.get("queues", str(DEFAULT_QUEUES)), 1, UBLK_MAX_NR_QUEUES),
         depth=_int_in("depth", values.get("depth", str(DEFAULT_DEPTH)), 1, UBLK_MAX_QUEUE_DEPTH),
         block_size=block_size,

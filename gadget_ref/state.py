@@ -20,6 +20,7 @@ from typing import Any
 from .backing import Backing, BackingError, open_trusted
 from .owner import ProcessIdentity
 from .spec import DeviceSpec, SpecError, parse_spec
+from .targets import KINDS
 
 STATE_FORMAT = "ublk-gadget-state"
 STATE_VERSION = 2
@@ -51,7 +52,7 @@ class DeviceState:
     block_size: int
     size: int
     flags: int  # UBLK_F_* the device was added with, as the kernel wrote them back
-    backing: Backing | None = None  # the file or memory file served; None for null
+    backing: Backing | None = None  # the file or memory file served; None: no data (null)
 
     @classmethod
     def of(cls, dev_id: int, spec: DeviceSpec, flags: int,
@@ -218,9 +219,10 @@ def _device(data: object, where: str, version: int) -> DeviceState:
         spec = parse_spec(record.spec)
     except SpecError as e:
         raise ValueError(f"{where}.spec: {e}") from None
-    if version >= 2 and (backing is None) != (spec.target == "null"):
+    has_backing = KINDS[spec.target].has_backing
+    if version >= 2 and (backing is not None) != has_backing:
         raise ValueError(f"{where}.backing: a {spec.target} device "
-                         + ("has no backing file" if spec.target == "null" else "needs one"))
+                         + ("needs one" if has_backing else "has no backing file"))
     for key, value in (("queues", spec.queues), ("depth", spec.depth),
                        ("block_size", spec.block_size), ("size", spec.size)):
         if getattr(record, key) != value:

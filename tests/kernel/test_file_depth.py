@@ -4,7 +4,7 @@ The slow disk is the kernel's own null_blk, memory-backed (so data is kept and v
 with a timer completion of 2 ms per request (``irqmode=2``, ``completion_nsec``): one
 request at a time cannot pass 500 IOPS, so a queue that serves one backing I/O at a time
 shows at once.  The file target's reads and writes go on the queue's io_uring
-(``gadget_ref.file_ring``); a live handover and a crash with those I/Os in flight lose
+(``gadget_ref.targets.file_ring``); a live handover and a crash with those I/Os in flight lose
 nothing under fio verify.
 """
 

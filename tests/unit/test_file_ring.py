@@ -1,4 +1,4 @@
-"""The file target's ring I/O (``gadget_ref.file_ring``): which SQE each request becomes,
+"""The file target's ring I/O (``gadget_ref.targets.file_ring``): which SQE each request becomes,
 and what each CQE makes of it.
 
 Two rigs: a recording ring, to script the kernel's answers (short transfers, EAGAIN, a file
@@ -36,7 +36,7 @@ from ublk_bindings.io_uring import (
 from ublk_bindings.queue import Queue
 from ublk_bindings.ring import Ring
 from ublk_gadget.fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from ublk_gadget.file_ring import RETRIES, FileRingIO
+from ublk_gadget.targets.file_ring import RETRIES, FileRingIO
 from ublk_gadget.spec import DeviceSpec
 from ublk_gadget.targets import FileTarget
 

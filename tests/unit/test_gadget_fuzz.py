@@ -26,8 +26,8 @@ from ublk_bindings import UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH
 from ublk_gadget.backing import Backing
 from ublk_gadget.owner import ProcessIdentity
 from ublk_gadget.spec import (
-    _KEYS,
     BLOCK_SIZES,
+    KEYS,
     MAX_SIZE,
     TARGETS,
     DeviceSpec,
@@ -143,7 +143,7 @@ def spec_texts(draw: st.DrawFn) -> tuple[DeviceSpec, str, list[str]]:
 def mutated_items(draw: st.DrawFn, items: list[str]) -> list[str]:
     """``items`` with one thing done wrong, as a user (or a fuzzer) would."""
     items = list(items)
-    keys = sorted({k for ks in _KEYS.values() for k in ks})
+    keys = sorted({k for ks in KEYS.values() for k in ks})
     i = draw(st.integers(0, len(items))) if items else 0
     what = draw(st.sampled_from(["value", "key", "no_eq", "twice", "empty", "insert", "drop"]))
     key, _, value = items[i].partition("=") if i < len(items) else ("", "", "")
@@ -192,7 +192,7 @@ def test_any_text_is_a_spec_or_a_spec_error(text: str) -> None:
     check_spec(text)
 
 
-SPEC_KEYS = st.sampled_from(sorted({k for keys in _KEYS.values() for k in keys}))
+SPEC_KEYS = st.sampled_from(sorted({k for keys in KEYS.values() for k in keys}))
 
 
 @settings(FUZZ, max_examples=400)

@@ -271,7 +271,7 @@ def test_file_write_zeroes_writes_zeroes_where_zero_range_is_unsupported(
     def unsupported(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.EOPNOTSUPP, "no zero range here")
 
-    monkeypatch.setattr(targets, "zero_range", unsupported)
+    monkeypatch.setattr(targets.file, "zero_range", unsupported)
     path = make_file(tmp_path / "disk.img", 4 * MiB)
     t = file_target(path)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TYPE_CHECKING
 
 from ublk_bindings import (
     UBLK_IO_F_FUA,
@@ -22,10 +23,13 @@ from ublk_bindings import (
     UBLK_IO_OP_WRITE_ZEROES,
 )
 from ublk_bindings.prep import prep_fallocate, prep_fsync, prep_read, prep_write
-from ublk_bindings.queue import Queue
 
-from .fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from .targets import FileTarget
+from ..fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+
+if TYPE_CHECKING:
+    from ublk_bindings.queue import Queue
+
+    from .file import FileTarget  # which builds on this module
 
 RETRIES = 8
 """Resubmissions of one request after -EAGAIN/-EINTR before its errno is returned."""
