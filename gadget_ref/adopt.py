@@ -42,6 +42,7 @@ from ublk_bindings import (
 )
 from ublk_bindings.errors import UblkError
 
+from . import events
 from .backing import Backing
 from .handover import Deadline, Releasable
 from .owner import Owner, OwnerMismatch, ProcessIdentity, boot_id
@@ -215,6 +216,8 @@ class Adoption:
         version 1 state file when it is rewritten.
         """
         owner = ask_owner_to_let_go(self.ctrl, self.state.owner, self.infos)
+        events.emit("adopting", owner_pid=self.state.owner.pid, signalled=owner is not None,
+                    dev_ids=[rec.dev_id for rec in self.state.devices])
         taken: list[R] = []
         try:
             for rec in self.state.devices:
@@ -223,6 +226,7 @@ class Adoption:
                 except UblkError as e:
                     raise AdoptError(_explain(rec, e, self.ctrl, deadline)) from e
                 log.info("device %d adopted", rec.dev_id)
+                events.emit("adopted", dev_id=rec.dev_id)
             write_state(self.path, self.state.with_owner(ProcessIdentity.current(), backings))
         except BaseException as e:
             if taken:

@@ -26,7 +26,7 @@ from ublk_bindings import (
 )
 from ublk_bindings.ctrl import CONTROL_PATH, Control
 
-from . import faults, handover, report
+from . import events, faults, handover, report
 from .adopt import Adoption, watch_owner
 from .backing import DEFAULT_MEMORY_DIR
 from .device import DAEMON_SIGNALS, ServedDevice
@@ -328,6 +328,7 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[ServedDevice],
             device.report_io_errors()
         stop.log_signals()
         if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
+            events.emit("handing-over", dev_ids=[d.dev_id for d in devices])
             faults.reached(faults.AFTER_SIGHUP)
             left = handover.hand_over(ctrl, devices)
             if left:

@@ -22,7 +22,7 @@ from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_pat
 from ublk_bindings.device import Device as UblkDevice
 from ublk_bindings.queue import Served
 
-from . import faults
+from . import events, faults
 from .handler import IOErrors, RequestHandler, RingRequests
 from .params import DEFAULT_MAX_IO_BYTES, device_params
 from .report import feature_names
@@ -102,6 +102,7 @@ class ServedDevice:
 
         def queue_failed(q_id: int, exc: BaseException) -> None:
             log.error("%s queue %d stopped serving: %s", errors.device, q_id, exc)
+            events.emit("failed", dev_id=dev.dev_id, queue=q_id, error=str(exc))
             if on_failure is not None:
                 on_failure(exc)
 

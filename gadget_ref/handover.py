@@ -33,7 +33,7 @@ from typing import NoReturn, Protocol
 from ublk_bindings import UBLK_F_QUIESCE
 from ublk_bindings.errors import UblkError
 
-from . import faults
+from . import events, faults
 
 log = logging.getLogger("ublk_gadget.handover")
 
@@ -154,6 +154,7 @@ def hand_over(
         faults.reached(faults.MID_QUIESCE)
         dev.release()
         log.info("device %d released (quiesced)", dev.dev_id)
+        events.emit("released", dev_id=dev.dev_id, how="quiesce")
     return left
 
 
@@ -169,6 +170,7 @@ def exit_releasing(devices: Sequence[Releasable], status: int = 0) -> NoReturn:
     committed, for the successor.  Those we were processing run again there; none is lost.
     """
     for dev in devices:
+        events.emit("released", dev_id=dev.dev_id, how="drain")
         log.info("device %d released (drained: exiting with its queues open; the kernel "
                  "requeues what was not committed for the successor)", dev.dev_id)
     faults.reached(faults.AFTER_RELEASE)

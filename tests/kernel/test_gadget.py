@@ -75,7 +75,11 @@ class Gadget:
         """Set for the process on top of ours (a fault to inject: UBLK_GADGET_KILL_AT)."""
         self.preexec_fn = preexec_fn
         self.devices: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        """Every JSON event line the daemon printed on stdout, in order (all of them once it
+        stopped)."""
         self.stderr = ""
+        self._out = b""  # stdout read but not yet parsed
         self.stopped = False
 
     def start(self) -> subprocess.Popen[str]:
@@ -85,17 +89,39 @@ class Gadget:
         return self.proc
 
     def __enter__(self) -> Gadget:
-        proc = self.start()
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        line = proc.stdout.readline() if ready else ""
-        if not line:
-            self.stop()
-            raise AssertionError(f"no ready line; exit {proc.returncode}; stderr:\n{self.stderr}")
-        event = json.loads(line)
-        assert event["event"] == "ready"
-        self.devices = event["devices"]
+        self.start()
+        self.next_event("ready")
         return self
+
+    def next_event(self, name: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        """Read events until ``{"event": name}`` (kept, with those before it, in ``events``).
+
+        Read with ``os.read``, not the pipe's text wrapper: several events can arrive in one
+        chunk, and a line left in the wrapper's buffer is invisible to ``select``.
+        """
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" not in self._out:
+                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                chunk = os.read(fd, 65536) if ready else b""
+                if not chunk:
+                    self.stop()
+                    raise AssertionError(f"no {name} event; exit {self.proc.returncode}; "
+                                         f"events {self.events}; stderr:\n{self.stderr}")
+                self._out += chunk
+            line, self._out = self._out.split(b"\n", 1)
+            event: dict[str, Any] = json.loads(line)
+            self.events.append(event)
+            if event["event"] == name:
+                if name == "ready":
+                    self.devices = event["devices"]
+                return event
+
+    def said(self, name: str) -> list[dict[str, Any]]:
+        """The events called ``name`` seen so far."""
+        return [e for e in self.events if e["event"] == name]
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
         """Signal the daemon and collect its exit status and stderr (once)."""
@@ -104,14 +130,19 @@ class Gadget:
         self.stopped = True
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
+        out = ""
         try:
-            _, self.stderr = self.proc.communicate(timeout=STOP_TIMEOUT)
+            out, self.stderr = self.proc.communicate(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             stacks = python_stacks(self.proc.pid)
             self.proc.kill()
-            _, self.stderr = self.proc.communicate()
+            out, self.stderr = self.proc.communicate()
             raise AssertionError(f"the gadget did not stop in {STOP_TIMEOUT}s:\n{self.stderr}\n"
                                  f"where it was:\n{stacks}")
+        finally:
+            rest = self._out.decode() + (out or "")
+            self.events += [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+            self._out = b""
         return self.proc.returncode
 
     def __exit__(self, *exc: object) -> None:

@@ -173,9 +173,14 @@ def hand_over(owner: Gadget, state_file: str) -> Gadget:
     assert owner.proc.wait(timeout=READY_TIMEOUT) == 0
     assert owner.stop() == 0, owner.stderr
     assert "Traceback" not in owner.stderr, owner.stderr
-    how = "(quiesced)" if quiesce_supported(owner) else "drain-and-release"
-    assert how in owner.stderr, owner.stderr
-    assert [d["dev_id"] for d in successor.devices] == [d["dev_id"] for d in owner.devices]
+    how = "quiesce" if quiesce_supported(owner) else "drain"
+    dev_ids = [d["dev_id"] for d in owner.devices]
+    assert owner.said("handing-over") == [{"event": "handing-over", "dev_ids": dev_ids}]
+    assert owner.said("released") == [{"event": "released", "dev_id": i, "how": how}
+                                      for i in dev_ids], owner.events
+    assert [e["dev_id"] for e in successor.said("adopted")] == dev_ids
+    assert successor.said("adopting")[0]["signalled"] is True
+    assert [d["dev_id"] for d in successor.devices] == dev_ids
     assert successor.all_devs() == owner.all_devs()
     return successor
 
@@ -324,19 +329,6 @@ class Standby(Successor):
     def standing_by(self) -> dict[str, Any]:
         self.start()
         return self.next_event("standby")
-
-    def next_event(self, name: str) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            self.stop()
-            raise AssertionError(f"no {name} line; exit {self.proc.returncode}:\n{self.stderr}")
-        event: dict[str, Any] = json.loads(line)
-        assert event["event"] == name, event
-        if name == "ready":
-            self.devices = event["devices"]
-        return event
 
 
 def test_a_standby_adopts_the_moment_the_owner_crashes(

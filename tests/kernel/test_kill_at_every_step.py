@@ -60,10 +60,12 @@ def test_an_owner_killed_during_its_handover_loses_nothing(
         served.stop()
         if step == faults.MID_QUIESCE and not quiesce_supported(served):
             assert status == 0, served.stderr  # drained: no quiesce step to die in
-            assert "drain-and-release" in served.stderr
+            assert {e["how"] for e in served.said("released")} == {"drain"}, served.events
         else:
             assert status == -signal.SIGKILL, served.stderr
             assert f"{faults.KILL_AT_ENV}={step}: killing myself" in served.stderr
+            if step == faults.AFTER_RELEASE:  # died after letting go: each device said so
+                assert len(served.said("released")) == len(served.devices), served.events
         assert successor.all_devs() == served.all_devs()
     finish(successor, state_file)
 

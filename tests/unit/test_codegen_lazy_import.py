@@ -25,10 +25,11 @@ def test_import_loads_only_the_uapi_module() -> None:
 
 def test_every_runtime_name_and_submodule_still_resolves() -> None:
     import ublk_bindings
-    from ublk_bindings import Control, Device, Ring, UblkError
+    from ublk_bindings import Control, Device, Ring, TargetOps, UblkError
     from ublk_bindings.io import Device as io_device
 
-    assert Device is io_device is ublk_bindings.io.Device
+    assert Device is io_device is ublk_bindings.io.Device is ublk_bindings.device.Device
+    assert TargetOps is ublk_bindings.queue.TargetOps
     assert Control.__module__ == "ublk_bindings.ctrl" and Ring.__module__ == "ublk_bindings.ring"
     assert issubclass(UblkError, OSError)
     assert {"Device", "Control", "UBLK_F_QUIESCE", "ublksrv_ctrl_cmd"} <= set(ublk_bindings.__all__)
@@ -36,4 +37,6 @@ def test_every_runtime_name_and_submodule_still_resolves() -> None:
 
 
 def test_the_runtime_loads_on_first_use() -> None:
-    assert "ublk_bindings.io" in loaded_after("import ublk_bindings\nublk_bindings.Device")
+    loaded = loaded_after("import ublk_bindings\nublk_bindings.Device")
+    assert {"ublk_bindings.device", "ublk_bindings.queue"} <= loaded
+    assert "ublk_bindings.aio" not in loaded  # asyncio only for those who ask
