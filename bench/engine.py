@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import sys
+import tempfile
 import threading
 import time
 
 from ublk_bindings import UBLK_IO_OP_READ, ublksrv_ctrl_dev_info, ublksrv_io_desc
 from ublk_bindings.aio import AsyncioTarget, LoopThread
 from ublk_bindings.io_uring import IORING_OP_NOP
-from ublk_bindings.queue import Queue, Served
+from ublk_bindings.queue import Queue, Served, SyncHandler, TargetOps
 
 DEPTH = 64
 
@@ -75,10 +76,43 @@ class _ThreadTarget:
         raise AssertionError("no SQEs")
 
 
-def run_path(name: str, n: int) -> tuple[float, float]:
+class _CountingOps:
+    """A gadget target wrapped to count its requests and stop the queue after ``n``."""
+
+    def __init__(self, inner: TargetOps, n: int) -> None:
+        self.inner = inner
+        self.count = _Counted(n)
+
+    def queue_io(self, queue: Queue, tag: int, desc: ublksrv_io_desc) -> int | None:
+        self.count.tick(queue)
+        return self.inner.queue_io(queue, tag, desc)
+
+    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> None:
+        self.inner.io_done(queue, tag, sub, res, flags)
+
+
+def _gadget(name: str, n: int, backing: str) -> Served:
+    """The gadget's own per-queue targets: null and file served at once, file on the ring."""
+    from ublk_gadget.handler import RequestHandler, RingRequests
+    from ublk_gadget.spec import DeviceSpec
+    from ublk_gadget.targets import FileTarget, NullTarget
+
+    if name == "gadget null":
+        inner: Served = RequestHandler(NullTarget(1 << 30, 512, False))
+    else:
+        target = FileTarget(DeviceSpec("file", path=backing))
+        ring_io = target.ring_io(DEPTH)
+        assert ring_io is not None
+        inner = (RingRequests(ring_io, target) if name == "gadget file, ring"
+                 else RequestHandler(target))
+    return _CountingOps(inner if isinstance(inner, TargetOps) else SyncHandler(inner), n)
+
+
+def run_path(name: str, n: int, backing: str = "") -> tuple[float, float]:
     """Serve ``n`` NOP requests on path ``name``; (CPU us per request, wall us per request)."""
     info = ublksrv_ctrl_dev_info(queue_depth=DEPTH, max_io_buf_bytes=4096, nr_hw_queues=1)
-    descs = [ublksrv_io_desc(op_flags=UBLK_IO_OP_READ, nr_sectors=8) for _ in range(DEPTH)]
+    descs = [ublksrv_io_desc(op_flags=UBLK_IO_OP_READ, nr_sectors=8, start_sector=8 * t)
+             for t in range(DEPTH)]
     q_of: list[Queue] = []
     count = _Counted(n)
 
@@ -91,12 +125,17 @@ def run_path(name: str, n: int) -> tuple[float, float]:
         return 4096
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool, LoopThread() as loop:
-        target: Served = {
-            "sync handler": lambda: handler,
-            "ring target I/O": lambda: _RingTarget(n),
-            "complete from a thread": lambda: _ThreadTarget(n, pool),
-            "asyncio": lambda: AsyncioTarget(async_handler, loop),
-        }[name]()
+        target: Served
+        if name == "sync handler":
+            target = handler
+        elif name == "ring target I/O":
+            target = _RingTarget(n)
+        elif name == "complete from a thread":
+            target = _ThreadTarget(n, pool)
+        elif name == "asyncio":
+            target = AsyncioTarget(async_handler, loop)
+        else:
+            target = _gadget(name, n, backing)
         queue = Queue(-1, info, 0, target, descs=descs)
         q_of.append(queue)
         with queue:
@@ -109,6 +148,8 @@ def run_path(name: str, n: int) -> tuple[float, float]:
 
 
 PATHS = ("sync handler", "ring target I/O", "complete from a thread", "asyncio")
+GADGET_PATHS = ("gadget null", "gadget file, at once", "gadget file, ring")
+"""The gadget's targets, reading a 4 KiB block of a tmpfs file per request."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         n = a.requests if name in PATHS[:2] else a.requests // 4
         cpu, wall = run_path(name, n)
         print(f"{name:<26}{cpu:>12.2f}{wall:>13.2f}")
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="bench-engine.") as f:
+        f.truncate(DEPTH * 4096)
+        for name in GADGET_PATHS:
+            cpu, wall = run_path(name, a.requests // 2, f.name)
+            print(f"{name:<26}{cpu:>12.2f}{wall:>13.2f}")
     return 0
 
 

@@ -206,7 +206,6 @@ class Queue:
         self._buf_base = 0
         # Per tag: handed to the target and not yet completed.
         self._busy = [False] * depth
-        self._in_target = 0
         self._ready: list[memoryview] = []  # commits of this batch
         # Completions from other threads, and the eventfd whose read wakes the ring for them.
         self._remote: collections.deque[tuple[int, int, BaseException | None]] = (
@@ -289,7 +288,7 @@ class Queue:
     @property
     def in_flight(self) -> int:
         """Requests handed to the target and not completed yet."""
-        return self._in_target
+        return self._busy.count(True)
 
     def complete(self, tag: int, result: int) -> None:
         """Commit ``tag`` with ``result`` (bytes done, 0, or ``-errno``): once per request.
@@ -303,7 +302,6 @@ class Queue:
         if not self._busy[tag]:
             raise ValueError(f"queue {self.q_id}: tag {tag} completed but not in flight")
         self._busy[tag] = False
-        self._in_target -= 1
         self._payloads[tag].result = result
         self._ready.append(self._commit_sqe[tag])
 
@@ -401,6 +399,8 @@ class Queue:
         commit, get_data, payloads = self._commit_sqe, self._get_data_sqe, self._payloads
         ready = self._ready
         open_tags = self.depth
+        target_io, wake, tag_mask, sub_shift, sub_mask = (
+            ud.TARGET_IO, ud.WAKE, ud.TAG_MASK, ud.SUB_SHIFT, ud.SUB_MASK)
         drain_deadline: float | None = None
         while open_tags:
             if drain_deadline is None:
@@ -410,26 +410,24 @@ class Queue:
                     submit(1, timeout=max(0.0, drain_deadline - time.monotonic()))
                 except UblkTimeout:
                     self._report(TimeoutError(
-                        f"queue {self.q_id}: {self._in_target} requests still in the target "
+                        f"queue {self.q_id}: {self.in_flight} requests still in the target "
                         f"{DRAIN_TIMEOUT_S:g} s after the kick"))
                     return
             user_data, results, flags = reap()
             for i, tag in enumerate(user_data):
                 res = results[i]
-                if tag < ud.TARGET_IO:  # a ublk command of this tag
+                if tag < target_io:  # a ublk command of this tag
                     if res == UBLK_IO_RES_OK:
                         if self._stopping:
                             continue  # kicked: the kernel requeues it when we let go
                         busy[tag] = True
-                        self._in_target += 1
                         try:
                             result = queue_io(self, tag, descs[tag])
                         except Exception as e:  # fail this request, not the device
                             self.fail(tag, e)
                             continue
-                        if result is not None:
+                        if result is not None:  # done at once; else the target completes it
                             busy[tag] = False
-                            self._in_target -= 1
                             payloads[tag].result = result
                             ready.append(commit[tag])
                     elif res == UBLK_IO_RES_NEED_GET_DATA:
@@ -439,21 +437,21 @@ class Queue:
                     else:
                         raise UblkError(-res, f"FETCH/COMMIT_AND_FETCH_REQ (queue {self.q_id}, "
                                               f"tag {tag})")
-                elif tag & ud.WAKE:
+                elif tag & wake:
                     if res < 0:
                         raise UblkError(-res, f"read of queue {self.q_id}'s wake-up eventfd")
                     self._take_remote()
                 else:
-                    t = tag & ud.TAG_MASK
+                    t = tag & tag_mask
                     try:
-                        io_done(self, t, tag >> ud.SUB_SHIFT & ud.SUB_MASK, res, flags[i])
+                        io_done(self, t, tag >> sub_shift & sub_mask, res, flags[i])
                     except Exception as e:
                         self.fail(t, e)
             if ready:
                 put_many(ready)
                 ready.clear()
             if self._stopping:
-                if not self._in_target:
+                if True not in busy:
                     submit()
                     return
                 if drain_deadline is None:

@@ -526,7 +526,8 @@ def test_a_failure_during_setup_deletes_what_was_created() -> None:
     assert result.returncode == 1, result.stderr
     assert "Too many open files" in result.stderr.splitlines()[-1]
     assert "deleted" in result.stderr, "some devices were made before it failed"
-    assert result.stdout == ""
+    said = [json.loads(line)["event"] for line in result.stdout.splitlines()]
+    assert set(said) <= {"failed"}, result.stdout  # a queue thread may be what failed; no ready
 
 
 def test_a_signal_during_setup_deletes_what_was_created() -> None:
