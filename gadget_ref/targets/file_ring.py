@@ -95,6 +95,12 @@ class FileRingIO:
         return None
 
     def done(self, queue: Queue, tag: int, sub: int, res: int) -> int | None:
+        if res > 0:  # READ/WRITE: bytes moved (the other ops complete with 0)
+            done = self._done[tag] + res
+            if done >= self._length[tag]:
+                return done
+            self._done[tag] = done
+            return self._issue(queue, tag)  # a short transfer: the rest
         op = self._op[tag]
         if res in _RETRY and self._retries[tag] < RETRIES:
             self._retries[tag] += 1
@@ -103,11 +109,6 @@ class FileRingIO:
                 and self.target.zero_range_works:
             self.target.zero_range_works = False  # remember: the next ones go the slow way
             return self._issue(queue, tag)
-        if res < 0 or not (op == UBLK_IO_OP_READ or op == UBLK_IO_OP_WRITE):
-            return res
-        if res == 0:  # no progress: the file shrank under us
-            return -errno.EIO
-        self._done[tag] = done = self._done[tag] + res
-        if done < self._length[tag]:
-            return self._issue(queue, tag)  # a short transfer: the rest
-        return done
+        if res == 0 and (op == UBLK_IO_OP_READ or op == UBLK_IO_OP_WRITE):
+            return -errno.EIO  # no progress: the file shrank under us
+        return res
