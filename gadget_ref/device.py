@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ublk_bindings import ublksrv_ctrl_dev_info
 from ublk_bindings.ctrl import NEW_DEV_ID, Control, block_dev_path, char_dev_path
+from ublk_bindings.buffers import BufferMode, buffer_mode
 from ublk_bindings.device import Device as UblkDevice
 from ublk_bindings.queue import Served
 
@@ -61,9 +62,10 @@ def dev_info_request(spec: DeviceSpec, flags: int, max_io_bytes: int) -> ublksrv
     return info
 
 
-def queue_target(target: Target, errors: IOErrors, depth: int) -> Served:
-    """What one queue serves: the target's ring I/O (file), else its methods called at once."""
-    ring_io = target.ring_io(depth)
+def queue_target(target: Target, errors: IOErrors, depth: int, mode: BufferMode) -> Served:
+    """What one queue serves: the target's ring I/O (file; null and file in zero copy), else
+    its methods called at once."""
+    ring_io = target.ring_io(depth, zero_copy=mode.zero_copy)
     if ring_io is not None:
         return RingRequests(ring_io, target, errors)
     return RequestHandler(target, errors)
@@ -107,8 +109,9 @@ class ServedDevice:
                 on_failure(exc)
 
         def make(q_id: int) -> Served:  # called once ADD_DEV (or GET_DEV_INFO) numbered it
+            assert dev.info is not None
             errors.named(block_dev_path(dev.dev_id))
-            return queue_target(target, errors, depth)
+            return queue_target(target, errors, depth, buffer_mode(dev.info.flags))
 
         dev = UblkDevice(ctrl, make, on_failure=queue_failed, on_target_error=target_error,
                          **kwargs)
@@ -175,6 +178,7 @@ class ServedDevice:
             "queues": self.spec.queues,
             "depth": self.spec.depth,
             "read_only": self.spec.read_only,
+            "buffers": buffer_mode(self.flags).value,
             "flags": feature_names(self.flags),
         }
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ublk_bindings import UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH
+from ublk_bindings.buffers import BufferMode
 
 from .targets import KINDS
 
@@ -29,10 +30,13 @@ MAX_SIZE = (1 << 63) - 1
 
 TARGET_KEYS = ("path", "size")
 """The keys a target may take (``TargetKind.keys``): DeviceSpec has a field for each."""
-DEVICE_KEYS = ("queues", "depth", "block_size", "read_only")
+DEVICE_KEYS = ("queues", "depth", "block_size", "read_only", "buffers")
 """The keys every target takes: the queue geometry and the device's attributes."""
 KEYS = {kind.name: (*kind.keys, *DEVICE_KEYS) for kind in KINDS.values()}
 """The keys of each target's SPEC, in the order an error message lists them."""
+
+BUFFERS = ("auto", *(mode.value for mode in BufferMode))
+"""``buffers=``: a buffer mode, or auto."""
 
 _SUFFIX = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 # re.ASCII: with Unicode case folding, IGNORECASE would take the KELVIN SIGN for a "k".
@@ -54,6 +58,9 @@ class DeviceSpec:
     depth: int = DEFAULT_DEPTH
     block_size: int = DEFAULT_BLOCK_SIZE
     read_only: bool = False
+    buffers: str = "auto"
+    """A buffer mode (``ublk_bindings.buffers.BufferMode`` value) or ``auto``: the fastest
+    this kernel and target allow."""
 
     def with_size(self, size: int) -> DeviceSpec:
         """This SPEC with its size resolved (file targets learn it when they open)."""
@@ -75,6 +82,8 @@ class DeviceSpec:
         parts += [f"queues={self.queues}", f"depth={self.depth}", f"block_size={self.block_size}"]
         if self.read_only:
             parts.append("read_only=1")
+        if self.buffers != "auto":
+            parts.append(f"buffers={self.buffers}")
         return ",".join(parts)
 
 
@@ -154,7 +163,15 @@ def _parse(text: str) -> DeviceSpec:
             raise ValueError(f"read_only={values['read_only']!r} is not 0 or 1")
         read_only = values["read_only"] == "1"
 
+    buffers = values.get("buffers", "auto")
+    if buffers not in BUFFERS:
+        raise ValueError(f"buffers={buffers!r} is not one of {', '.join(BUFFERS)}")
+    if buffers == BufferMode.AUTO_BUF_REG.value and not KINDS[target].zero_copy:
+        raise ValueError(f"buffers={buffers}: target {target} needs the data in userspace "
+                         "(copy or user-copy)")
+
     return DeviceSpec(
+        buffers=buffers,
         target=target,
         size=size,
         path=values.get("path"),

@@ -17,10 +17,12 @@ from types import TracebackType
 
 from .ctrl import Control, block_dev_path, char_dev_path
 from .errors import UblkError
+from .buffers import BUFFER_MODE_FLAGS
 from .queue import Queue, Served
 from .ublk_cmd import (
     UBLK_F_USER_RECOVERY,
     UBLK_S_DEV_QUIESCED,
+    UblkF,
     ublk_params,
     ublksrv_ctrl_dev_info,
 )
@@ -194,9 +196,19 @@ class Device:
     # -- life cycle -------------------------------------------------------------------------
 
     def create(self, info: ublksrv_ctrl_dev_info, params: ublk_params) -> Device:
-        """ADD_DEV, SET_PARAMS, queue threads, START_DEV; returns self."""
+        """ADD_DEV, SET_PARAMS, queue threads, START_DEV; returns self.
+
+        A buffer mode the driver left out of the flags it wrote back (it drops what it does
+        not know: Linux 6.12 has no zero copy) is an error, not a device served otherwise.
+        """
+        asked = info.flags & BUFFER_MODE_FLAGS
         self.info = self.ctrl.add_dev(info)
         try:
+            dropped = asked & ~self.info.flags
+            if dropped:
+                names = ", ".join(f"UBLK_F_{m.name}" for m in UblkF if m & dropped)
+                raise UblkError(errno.EOPNOTSUPP,
+                                f"ADD_DEV (this kernel has no {names}: it dropped it)")
             self.ctrl.set_params(self.dev_id, params)
             self._start_queues()
             self.ctrl.start_dev(self.dev_id, abort_if=self._queue_failed)

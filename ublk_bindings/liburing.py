@@ -73,6 +73,10 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "io_uring_peek_batch_cqe": (ctypes.c_uint, [_c_ring, _c_ptr, ctypes.c_uint], False),
     # void io_uring_cq_advance(struct io_uring *, unsigned nr)
     "io_uring_cq_advance": (None, [_c_ring, ctypes.c_uint], False),
+    # int io_uring_register_buffers_sparse(struct io_uring *, unsigned nr)
+    "io_uring_register_buffers_sparse": (ctypes.c_int, [_c_ring, ctypes.c_uint], True),
+    # int io_uring_unregister_buffers(struct io_uring *)
+    "io_uring_unregister_buffers": (ctypes.c_int, [_c_ring], True),
     # int io_uring_major_version(void), int io_uring_minor_version(void)
     "io_uring_major_version": (ctypes.c_int, [], False),
     "io_uring_minor_version": (ctypes.c_int, [], False),
@@ -92,6 +96,8 @@ class Liburing:
     io_uring_submit_and_wait_timeout: Callable[..., int]
     io_uring_peek_batch_cqe: Callable[..., int]
     io_uring_cq_advance: Callable[..., None]
+    io_uring_register_buffers_sparse: Callable[..., int]
+    io_uring_unregister_buffers: Callable[..., int]
 
     def __init__(self, path: str) -> None:
         self.path = path

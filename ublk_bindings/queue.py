@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Protocol, Union, runtime_checkable
 
 from . import user_data as ud
+from .buffers import MAX_USER_COPY_BYTES, BufferMode, auto_buf_reg_addr, buffer_mode, user_copy_offset
 from .errors import UblkError, UblkTimeout
 from .io_uring import (
     IORING_OP_READ,
@@ -44,14 +45,12 @@ from .io_uring import (
 )
 from .ring import SQE_CMD_OFFSET, Ring
 from .ublk_cmd import (
-    UBLK_F_AUTO_BUF_REG,
-    UBLK_F_BATCH_IO,
     UBLK_F_CMD_IOCTL_ENCODE,
-    UBLK_F_SUPPORT_ZERO_COPY,
-    UBLK_F_USER_COPY,
     UBLK_IO_COMMIT_AND_FETCH_REQ,
     UBLK_IO_FETCH_REQ,
     UBLK_IO_NEED_GET_DATA,
+    UBLK_IO_OP_READ,
+    UBLK_IO_OP_WRITE,
     UBLK_IO_RES_ABORT,
     UBLK_IO_RES_NEED_GET_DATA,
     UBLK_IO_RES_OK,
@@ -122,7 +121,6 @@ DRAIN_TIMEOUT_S = 30.0
 
 _PAGE = mmap.PAGESIZE
 _DESC_SIZE = ctypes.sizeof(ublksrv_io_desc)
-_UNSUPPORTED = UBLK_F_USER_COPY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG | UBLK_F_BATCH_IO
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap
@@ -175,12 +173,18 @@ class Queue:
         ring: Ring | None = None,
         descs: Sequence[ublksrv_io_desc] | None = None,
     ) -> None:
-        if info.flags & _UNSUPPORTED:
-            raise ValueError(f"Queue serves copy mode only; device flags {info.flags:#x} ask "
-                             "for user copy, zero copy, auto buffer registration or batch I/O")
+        self.mode = mode = buffer_mode(info.flags)
+        """Where requests' data lives (:mod:`ublk_bindings.buffers`), from the device's flags."""
         self.q_id = q_id
         self.depth = depth = info.queue_depth
         self.target: TargetOps = target if isinstance(target, TargetOps) else SyncHandler(target)
+        if mode.zero_copy and isinstance(self.target, SyncHandler):
+            raise ValueError(f"a {mode.value} device's data never reaches a buffer of ours: "
+                             "serve it with a TargetOps that uses fixed buffers (buf_index), "
+                             "not a synchronous handler")
+        if mode is BufferMode.USER_COPY and info.max_io_buf_bytes > MAX_USER_COPY_BYTES:
+            raise ValueError(f"user copy addresses at most {MAX_USER_COPY_BYTES} bytes per "
+                             f"request; max_io_buf_bytes is {info.max_io_buf_bytes}")
         self.error: BaseException | None = None
         """The first exception the target raised (its request was failed with EIO)."""
         self.on_error = on_error
@@ -214,14 +218,18 @@ class Queue:
         self._wake_fd = -1
         self._wake_lock = threading.Lock()  # kick()/complete() never write to a closed fd
         try:
-            self._buf_base = self._allocate_buffers()
-            self._prepare_sqes(char_fd, self._buf_base, (fetch_op, commit_op, get_data_op))
+            if not mode.zero_copy:
+                self._buf_base = self._allocate_buffers()
+            self._prepare_sqes(char_fd, self._buf_base if mode is BufferMode.COPY else 0,
+                               (fetch_op, commit_op, get_data_op))
             self._wake_buf = ctypes.create_string_buffer(8)
             # blocking: io_uring answers a read of an O_NONBLOCK file with EAGAIN, not a wait
             self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
             # Room for a commit and a target SQE per tag, and the wake-up read.
             self.ring = ring if ring is not None else Ring(
                 2 * depth + 1, flags=ring_flags, cq_entries=4 * (depth + 1))
+            if mode is BufferMode.AUTO_BUF_REG and ring is None:
+                self.ring.register_buffers_sparse(depth)  # index = tag (auto_buf_reg_addr)
         except BaseException:
             self._release()
             raise
@@ -266,10 +274,12 @@ class Queue:
                 sqe.fd = char_fd
                 sqe.cmd_op = cmd_op
                 sqe.user_data = ud.ublk_cmd(tag)
+                if self.mode is BufferMode.AUTO_BUF_REG and kind < 2:  # FETCH, COMMIT
+                    sqe.addr = auto_buf_reg_addr(tag)  # the request's pages at index tag
                 payload = ublksrv_io_cmd.from_address(ctypes.addressof(sqe) + SQE_CMD_OFFSET)
                 payload.q_id = self.q_id
                 payload.tag = tag
-                payload.addr = buf_base + tag * self.buf_size
+                payload.addr = buf_base + tag * self.buf_size if buf_base else 0
                 images.append(image_bytes[index * size:(index + 1) * size])
                 if images is self._commit_sqe:
                     self._payloads.append(payload)
@@ -277,8 +287,15 @@ class Queue:
     # -- what a target uses -----------------------------------------------------------------
 
     def buffer_address(self, tag: int) -> int:
-        """The address of ``tag``'s buffer, for an SQE that reads into or writes from it."""
+        """The address of ``tag``'s buffer, for an SQE that reads into or writes from it
+        (copy and user copy; a zero-copy request's data is at :meth:`buf_index`)."""
         return self._buf_base + tag * self.buf_size
+
+    @staticmethod
+    def buf_index(tag: int) -> int:
+        """Where a zero-copy (``auto-zc``) request's pages are in the ring's buffer table:
+        the ``buf_index`` of a READ_FIXED/WRITE_FIXED, with ``addr`` the offset within them."""
+        return tag
 
     @staticmethod
     def io_data(tag: int, sub: int = 0) -> int:
@@ -302,8 +319,34 @@ class Queue:
         if not self._busy[tag]:
             raise ValueError(f"queue {self.q_id}: tag {tag} completed but not in flight")
         self._busy[tag] = False
+        if self.mode is BufferMode.USER_COPY and result > 0:
+            result = self._copy_out(tag, result)
         self._payloads[tag].result = result
         self._ready.append(self._commit_sqe[tag])
+
+    # -- user copy: the data in and out of /dev/ublkcN -----------------------------------------
+
+    def _copy_in(self, tag: int, desc: ublksrv_io_desc) -> int:
+        """A WRITE's data into the tag's buffer; 0, or ``-errno`` to fail the request."""
+        length = desc.nr_sectors << 9
+        try:
+            got = os.preadv(self._fd, [self.buffers[tag][:length]],
+                            user_copy_offset(self.q_id, tag))
+        except OSError as e:
+            return -(e.errno or errno.EIO)
+        return 0 if got == length else -errno.EIO
+
+    def _copy_out(self, tag: int, result: int) -> int:
+        """A READ's data, ``result`` bytes, to the driver before its COMMIT; the result, or
+        ``-errno`` when the copy failed."""
+        if self.descs[tag].op_flags & 0xFF != UBLK_IO_OP_READ:
+            return result
+        try:
+            put = os.pwritev(self._fd, [self.buffers[tag][:result]],
+                             user_copy_offset(self.q_id, tag))
+        except OSError as e:
+            return -(e.errno or errno.EIO)
+        return result if put == result else -errno.EIO
 
     def fail(self, tag: int, exc: BaseException) -> None:
         """Fail ``tag`` with EIO for an exception of the target, and report it (``error``,
@@ -399,6 +442,7 @@ class Queue:
         commit, get_data, payloads = self._commit_sqe, self._get_data_sqe, self._payloads
         ready = self._ready
         open_tags = self.depth
+        user_copy = self.mode is BufferMode.USER_COPY
         target_io, wake, tag_mask, sub_shift, sub_mask = (
             ud.TARGET_IO, ud.WAKE, ud.TAG_MASK, ud.SUB_SHIFT, ud.SUB_MASK)
         drain_deadline: float | None = None
@@ -421,13 +465,21 @@ class Queue:
                         if self._stopping:
                             continue  # kicked: the kernel requeues it when we let go
                         busy[tag] = True
+                        desc = descs[tag]
+                        if user_copy and desc.op_flags & 0xFF == UBLK_IO_OP_WRITE:
+                            err = self._copy_in(tag, desc)
+                            if err:
+                                self.complete(tag, err)
+                                continue
                         try:
-                            result = queue_io(self, tag, descs[tag])
+                            result = queue_io(self, tag, desc)
                         except Exception as e:  # fail this request, not the device
                             self.fail(tag, e)
                             continue
                         if result is not None:  # done at once; else the target completes it
                             busy[tag] = False
+                            if user_copy and result > 0:
+                                result = self._copy_out(tag, result)
                             payloads[tag].result = result
                             ready.append(commit[tag])
                     elif res == UBLK_IO_RES_NEED_GET_DATA:

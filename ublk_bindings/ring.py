@@ -350,6 +350,13 @@ class Ring:
         _memmove(ctypes.addressof(sqe) + SQE_CMD_OFFSET, ctypes.addressof(payload), size)
         return sqe
 
+    def register_buffers_sparse(self, nr: int) -> None:
+        """An empty table of ``nr`` registered buffers, for buffers the kernel fills in (ublk
+        zero copy registers each request's pages at an index of it); from the owner thread."""
+        self._check_open()
+        check(self._lib.io_uring_register_buffers_sparse(self._ring, nr),
+              f"io_uring_register_buffers_sparse({nr})")
+
     def hold(self, user_data: int, *buffers: object) -> None:
         """Keep ``buffers`` alive until the completion carrying ``user_data`` is reaped."""
         self._held[user_data] = buffers

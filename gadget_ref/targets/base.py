@@ -72,8 +72,12 @@ class Target:
         """The file a successor must find again to serve the same data (None: no data)."""
         return None
 
-    def ring_io(self, depth: int) -> RingIO | None:
-        """This target's I/O on a queue's own ring, one per queue; None: served at once by
+    #: Whether it can serve a zero-copy device, whose data never reaches a buffer of ours.
+    zero_copy = False
+
+    def ring_io(self, depth: int, zero_copy: bool = False) -> RingIO | None:
+        """This target's I/O on a queue's own ring, one per queue (with ``zero_copy``: on the
+        request's own pages, registered in the ring's buffer table); None: served at once by
         the byte-addressed methods above, in the queue thread."""
         return None
 

@@ -111,8 +111,10 @@ class FileTarget(Target):
             n = min(ZERO_CHUNK, end - offset)
             offset += os.pwritev(self.fd, [ZEROES[:n]], offset)
 
-    def ring_io(self, depth: int) -> RingIO:
-        return FileRingIO(self, depth)
+    zero_copy = True  # reads and writes the request's pages with fixed-buffer SQEs
+
+    def ring_io(self, depth: int, zero_copy: bool = False) -> RingIO:
+        return FileRingIO(self, depth, fixed=zero_copy)
 
     @property
     def claimed(self) -> bool:
@@ -205,6 +207,7 @@ KIND = TargetKind(
     required=("path",),
     summary="a regular file or a block device",
     details=("size= defaults to the file's size",),
+    zero_copy=True,
     has_backing=True,
     open=open_file,
     reopen=reopen_file,

@@ -22,7 +22,14 @@ from ublk_bindings import (
     UBLK_IO_OP_WRITE,
     UBLK_IO_OP_WRITE_ZEROES,
 )
-from ublk_bindings.prep import prep_fallocate, prep_fsync, prep_read, prep_write
+from ublk_bindings.prep import (
+    prep_fallocate,
+    prep_fsync,
+    prep_read,
+    prep_read_fixed,
+    prep_write,
+    prep_write_fixed,
+)
 
 from ..fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 
@@ -42,11 +49,16 @@ _RETRY = (-errno.EAGAIN, -errno.EINTR)
 class FileRingIO:
     """One queue's file I/O in flight; per tag: the op, its range, the bytes done so far."""
 
-    __slots__ = ("target", "fd", "_op", "_op_flags", "_offset", "_length", "_done", "_retries")
+    __slots__ = ("target", "fd", "fixed", "_op", "_op_flags", "_offset", "_length", "_done",
+                 "_retries")
 
-    def __init__(self, target: FileTarget, depth: int) -> None:
+    def __init__(self, target: FileTarget, depth: int, fixed: bool = False) -> None:
+        """``fixed``: zero copy, the request's pages are buffer ``queue.buf_index(tag)`` of
+        the ring, read into and written from with READ_FIXED/WRITE_FIXED; else the tag's
+        buffer at ``queue.buffer_address(tag)``."""
         self.target = target
         self.fd = target.fd
+        self.fixed = fixed
         self._op = [0] * depth
         self._op_flags = [0] * depth
         self._offset = [0] * depth
@@ -70,13 +82,16 @@ class FileRingIO:
         ring, user_data, fd = queue.ring, queue.io_data(tag), self.fd
         if op == UBLK_IO_OP_READ or op == UBLK_IO_OP_WRITE:
             done = self._done[tag]
-            addr = queue.buffer_address(tag) + done
             length, offset = self._length[tag] - done, self._offset[tag] + done
-            if op == UBLK_IO_OP_READ:
-                prep_read(ring, user_data, fd, addr, length, offset)
+            rw_flags = os.RWF_DSYNC if op == UBLK_IO_OP_WRITE and op_flags & UBLK_IO_F_FUA else 0
+            if self.fixed:  # addr: the offset within the request's registered pages
+                prep = prep_read_fixed if op == UBLK_IO_OP_READ else prep_write_fixed
+                prep(ring, user_data, fd, done, length, offset, queue.buf_index(tag), rw_flags)
+            elif op == UBLK_IO_OP_READ:
+                prep_read(ring, user_data, fd, queue.buffer_address(tag) + done, length, offset)
             else:
-                prep_write(ring, user_data, fd, addr, length, offset,
-                           os.RWF_DSYNC if op_flags & UBLK_IO_F_FUA else 0)
+                prep_write(ring, user_data, fd, queue.buffer_address(tag) + done, length, offset,
+                           rw_flags)
         elif op == UBLK_IO_OP_FLUSH:
             prep_fsync(ring, user_data, fd, datasync=True)
         elif op == UBLK_IO_OP_DISCARD:

@@ -38,6 +38,8 @@ class TargetKind:
     open: Callable[[DeviceSpec, str | None], Target]
     reopen: Callable[[DeviceSpec, Backing | None, str], Target]
     details: tuple[str, ...] = ()
+    #: Whether it serves zero-copy devices (its requests need no data in userspace).
+    zero_copy: bool = False
 
     def __post_init__(self) -> None:
         missing = [key for key in self.required if key not in self.keys]
