@@ -325,10 +325,16 @@ def flushes_done(dev: str) -> int:
 
 
 def test_flush_discard_and_write_zeroes_reach_the_backing_file(tmp_path: Path) -> None:
+    flush_discard_and_write_zeroes(tmp_path)
+
+
+def flush_discard_and_write_zeroes(tmp_path: Path, keys: str = "") -> None:
+    """FLUSH, DISCARD and WRITE_ZEROES (with and without unmap) on a file device (SPEC keys
+    ``keys`` added) reach the backing file, and the device reads back what it should."""
     size = 16 * MiB
     img = backing_file(tmp_path, size)
     data = random.Random(7).randbytes(size)
-    with Gadget(f"file,path={img},block_size=4096") as g:
+    with Gadget(f"file,path={img},block_size=4096{keys}") as g:
         dev = g.dev()
         assert sysfs(dev, "queue/write_cache") == "write back"  # a volatile cache: FLUSH matters
         assert sysfs(dev, "queue/fua") == "1"
