@@ -101,7 +101,7 @@ def _gadget(name: str, n: int, backing: str) -> Served:
         inner: Served = RequestHandler(NullTarget(1 << 30, 512, False))
     else:
         target = FileTarget(DeviceSpec("file", path=backing))
-        ring_io = target.ring_io(DEPTH)
+        ring_io = target.ring_io(DEPTH)  # copy mode: the tag's buffer
         assert ring_io is not None
         inner = (RingRequests(ring_io, target) if name == "gadget file, ring"
                  else RequestHandler(target))

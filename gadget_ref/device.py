@@ -65,7 +65,7 @@ def dev_info_request(spec: DeviceSpec, flags: int, max_io_bytes: int) -> ublksrv
 def queue_target(target: Target, errors: IOErrors, depth: int, mode: BufferMode) -> Served:
     """What one queue serves: the target's ring I/O (file; null and file in zero copy), else
     its methods called at once."""
-    ring_io = target.ring_io(depth, zero_copy=mode.zero_copy)
+    ring_io = target.ring_io(depth, mode)
     if ring_io is not None:
         return RingRequests(ring_io, target, errors)
     return RequestHandler(target, errors)

@@ -166,7 +166,7 @@ def _parse(text: str) -> DeviceSpec:
     buffers = values.get("buffers", "auto")
     if buffers not in BUFFERS:
         raise ValueError(f"buffers={buffers!r} is not one of {', '.join(BUFFERS)}")
-    if buffers == BufferMode.AUTO_BUF_REG.value and not KINDS[target].zero_copy:
+    if buffers != "auto" and BufferMode(buffers).zero_copy and not KINDS[target].zero_copy:
         raise ValueError(f"buffers={buffers}: target {target} needs the data in userspace "
                          "(copy or user-copy)")
 

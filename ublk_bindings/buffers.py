@@ -6,6 +6,10 @@
   the data itself, with pread/pwrite on ``/dev/ublkcN`` at :func:`user_copy_offset`: a WRITE's
   data in before the target runs, a READ's data out before COMMIT.  The queue does both, so a
   target sees the same full buffer as in copy mode.
+* ``zero-copy`` (``UBLK_F_SUPPORT_ZERO_COPY``, 6.15+): the target registers a request's pages
+  in the ring's buffer table itself (``UBLK_U_IO_REGISTER_IO_BUF``), reads or writes them
+  with fixed-buffer SQEs, and unregisters them (``Queue.prep_register_io_buf``): three SQEs,
+  hard-linked, where auto-zc needs one.
 * ``auto-zc`` (``UBLK_F_AUTO_BUF_REG``, 6.16+): zero copy with no command of ours.  The driver
   registers each request's own pages in the queue ring's buffer table at the index the FETCH
   or COMMIT named (``sqe->addr``, :func:`auto_buf_reg_addr`), and unregisters them at COMMIT.
@@ -40,6 +44,7 @@ __all__ = ["BufferMode", "buffer_mode", "user_copy_offset", "auto_buf_reg_addr",
 class BufferMode(enum.Enum):
     COPY = "copy"
     USER_COPY = "user-copy"
+    ZERO_COPY = "zero-copy"
     AUTO_BUF_REG = "auto-zc"
 
     @property
@@ -50,10 +55,11 @@ class BufferMode(enum.Enum):
     @property
     def zero_copy(self) -> bool:
         """Whether the data never reaches the server (no buffer of ours holds it)."""
-        return self is BufferMode.AUTO_BUF_REG
+        return self in (BufferMode.ZERO_COPY, BufferMode.AUTO_BUF_REG)
 
 
 _FLAGS = {BufferMode.COPY: 0, BufferMode.USER_COPY: UBLK_F_USER_COPY,
+          BufferMode.ZERO_COPY: UBLK_F_SUPPORT_ZERO_COPY,
           BufferMode.AUTO_BUF_REG: UBLK_F_AUTO_BUF_REG}
 
 BUFFER_MODE_FLAGS = (UBLK_F_USER_COPY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG
@@ -72,8 +78,7 @@ def buffer_mode(flags: int) -> BufferMode:
     if flags & UBLK_F_AUTO_BUF_REG:
         return BufferMode.AUTO_BUF_REG
     if flags & UBLK_F_SUPPORT_ZERO_COPY:
-        raise ValueError("UBLK_F_SUPPORT_ZERO_COPY without UBLK_F_AUTO_BUF_REG is not served "
-                         "(explicit REGISTER_IO_BUF)")
+        return BufferMode.ZERO_COPY
     if flags & UBLK_F_USER_COPY:
         return BufferMode.USER_COPY
     return BufferMode.COPY

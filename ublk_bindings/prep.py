@@ -48,16 +48,17 @@ def prep_writev(ring: Ring, user_data: int, fd: int, iovecs: int, nr_vecs: int, 
 
 
 def prep_read_fixed(ring: Ring, user_data: int, fd: int, addr: int, nbytes: int, offset: int,
-                    buf_index: int, rw_flags: int = 0) -> None:
-    """Into registered buffer ``buf_index`` (``addr`` lies inside it)."""
+                    buf_index: int, rw_flags: int = 0, sqe_flags: int = 0) -> None:
+    """Into registered buffer ``buf_index`` (``addr`` lies inside it; for a kernel-registered
+    ublk request buffer, the offset within the request)."""
     ring.prep(IORING_OP_READ_FIXED, fd, addr, nbytes, offset, user_data, op_flags=rw_flags,
-              buf_index=buf_index)
+              buf_index=buf_index, sqe_flags=sqe_flags)
 
 
 def prep_write_fixed(ring: Ring, user_data: int, fd: int, addr: int, nbytes: int, offset: int,
-                     buf_index: int, rw_flags: int = 0) -> None:
+                     buf_index: int, rw_flags: int = 0, sqe_flags: int = 0) -> None:
     ring.prep(IORING_OP_WRITE_FIXED, fd, addr, nbytes, offset, user_data, op_flags=rw_flags,
-              buf_index=buf_index)
+              buf_index=buf_index, sqe_flags=sqe_flags)
 
 
 def prep_fsync(ring: Ring, user_data: int, fd: int, datasync: bool = True) -> None:

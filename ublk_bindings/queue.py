@@ -58,6 +58,8 @@ from .ublk_cmd import (
     UBLK_U_IO_COMMIT_AND_FETCH_REQ,
     UBLK_U_IO_FETCH_REQ,
     UBLK_U_IO_NEED_GET_DATA,
+    UBLK_U_IO_REGISTER_IO_BUF,
+    UBLK_U_IO_UNREGISTER_IO_BUF,
     UBLKSRV_CMD_BUF_OFFSET,
     ublksrv_ctrl_dev_info,
     ublksrv_io_cmd,
@@ -195,6 +197,8 @@ class Queue:
         self._fetched = False
         self._thread = threading.get_ident()
         encoded = bool(info.flags & UBLK_F_CMD_IOCTL_ENCODE)
+        # only ioctl-encoded: the driver that has zero copy (6.15+) has no other encoding
+        self._register_ops = (UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF)
         fetch_op = UBLK_U_IO_FETCH_REQ if encoded else UBLK_IO_FETCH_REQ
         commit_op = UBLK_U_IO_COMMIT_AND_FETCH_REQ if encoded else UBLK_IO_COMMIT_AND_FETCH_REQ
         get_data_op = UBLK_U_IO_NEED_GET_DATA if encoded else UBLK_IO_NEED_GET_DATA
@@ -226,10 +230,13 @@ class Queue:
             # blocking: io_uring answers a read of an O_NONBLOCK file with EAGAIN, not a wait
             self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
             # Room for a commit and a target SQE per tag, and the wake-up read.
+            # Room for a commit and the target's SQEs per tag (three when it registers the
+            # request's buffer itself), and the wake-up read.
+            per_tag = 4 if mode is BufferMode.ZERO_COPY else 2
             self.ring = ring if ring is not None else Ring(
-                2 * depth + 1, flags=ring_flags, cq_entries=4 * (depth + 1))
-            if mode is BufferMode.AUTO_BUF_REG and ring is None:
-                self.ring.register_buffers_sparse(depth)  # index = tag (auto_buf_reg_addr)
+                per_tag * depth + 1, flags=ring_flags, cq_entries=2 * per_tag * (depth + 1))
+            if mode.zero_copy and ring is None:
+                self.ring.register_buffers_sparse(depth)  # index = tag (buf_index)
         except BaseException:
             self._release()
             raise
@@ -290,6 +297,21 @@ class Queue:
         """The address of ``tag``'s buffer, for an SQE that reads into or writes from it
         (copy and user copy; a zero-copy request's data is at :meth:`buf_index`)."""
         return self._buf_base + tag * self.buf_size
+
+    def prep_register_io_buf(self, tag: int, user_data: int, sqe_flags: int = 0) -> None:
+        """Queue ``UBLK_U_IO_REGISTER_IO_BUF``: ``tag``'s request pages into the ring's buffer
+        table at :meth:`buf_index` (``zero-copy`` devices; ``auto-zc`` needs none)."""
+        self._prep_buf_cmd(self._register_ops[0], tag, user_data, sqe_flags)
+
+    def prep_unregister_io_buf(self, tag: int, user_data: int, sqe_flags: int = 0) -> None:
+        """Queue ``UBLK_U_IO_UNREGISTER_IO_BUF`` of ``tag``'s buffer; the request completes
+        once it is unregistered and committed."""
+        self._prep_buf_cmd(self._register_ops[1], tag, user_data, sqe_flags)
+
+    def _prep_buf_cmd(self, cmd_op: int, tag: int, user_data: int, sqe_flags: int) -> None:
+        payload = ublksrv_io_cmd(q_id=self.q_id, tag=tag, addr=self.buf_index(tag))
+        sqe = self.ring.prep_uring_cmd(self._fd, cmd_op, payload, user_data)
+        sqe.flags = sqe_flags
 
     @staticmethod
     def buf_index(tag: int) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import mmap
 from typing import TYPE_CHECKING
 
+from ublk_bindings.buffers import BufferMode
+
 if TYPE_CHECKING:
     from ..backing import Backing
     from ..handler import RingIO
@@ -75,10 +77,10 @@ class Target:
     #: Whether it can serve a zero-copy device, whose data never reaches a buffer of ours.
     zero_copy = False
 
-    def ring_io(self, depth: int, zero_copy: bool = False) -> RingIO | None:
-        """This target's I/O on a queue's own ring, one per queue (with ``zero_copy``: on the
-        request's own pages, registered in the ring's buffer table); None: served at once by
-        the byte-addressed methods above, in the queue thread."""
+    def ring_io(self, depth: int, mode: BufferMode = BufferMode.COPY) -> RingIO | None:
+        """This target's I/O on a queue's own ring, one per queue (in a zero-copy ``mode``: on
+        the request's own pages, in the ring's buffer table); None: served at once by the
+        byte-addressed methods above, in the queue thread."""
         return None
 
     def claim(self) -> bool:

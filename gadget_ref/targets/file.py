@@ -13,6 +13,8 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from ublk_bindings.buffers import BufferMode
+
 from ..backing import Backing, BackingError
 from ..fallocate import punch_hole, zero_range
 from .base import ZERO_CHUNK, ZEROES, Target, TargetError
@@ -113,8 +115,8 @@ class FileTarget(Target):
 
     zero_copy = True  # reads and writes the request's pages with fixed-buffer SQEs
 
-    def ring_io(self, depth: int, zero_copy: bool = False) -> RingIO:
-        return FileRingIO(self, depth, fixed=zero_copy)
+    def ring_io(self, depth: int, mode: BufferMode = BufferMode.COPY) -> RingIO:
+        return FileRingIO(self, depth, mode)
 
     @property
     def claimed(self) -> bool:

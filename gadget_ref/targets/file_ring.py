@@ -5,6 +5,12 @@ and WRITE (FUA as ``RWF_DSYNC``), FLUSH as fdatasync, DISCARD as a hole punch, W
 as a punch or a zeroed range.  Its CQE finishes it, or continues it: a short transfer is
 resubmitted for the rest, -EAGAIN and -EINTR are retried (a bounded number of times), and a
 file system without ZERO_RANGE gets the zeroes written, once, the slow way.
+
+Zero copy: the transfer is a READ_FIXED/WRITE_FIXED on the request's own pages, buffer
+``queue.buf_index(tag)`` of the ring (``addr``: the offset within them).  With ``auto-zc``
+the driver registered them; with ``zero-copy`` the transfer is hard-linked between our
+REGISTER_IO_BUF and UNREGISTER_IO_BUF, and the request is done when both the transfer's and
+the unregister's CQEs are back (a failed register reports too, and its errno wins).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from ublk_bindings.prep import (
     prep_write_fixed,
 )
 
+from ublk_bindings.buffers import BufferMode
+from ublk_bindings.io_uring import IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_HARDLINK
+
 from ..fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 
 if TYPE_CHECKING:
@@ -46,19 +55,30 @@ _ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
 _RETRY = (-errno.EAGAIN, -errno.EINTR)
 
 
+# The sub-indexes of a zero-copy READ/WRITE's three linked SQEs (``zero-copy`` mode).
+_SUB_RW, _SUB_REGISTER, _SUB_UNREGISTER = 0, 1, 2
+_LINKED = IOSQE_IO_HARDLINK  # the next SQE runs even if this one fails: always unregistered
+
+
 class FileRingIO:
     """One queue's file I/O in flight; per tag: the op, its range, the bytes done so far."""
 
-    __slots__ = ("target", "fd", "fixed", "_op", "_op_flags", "_offset", "_length", "_done",
-                 "_retries")
+    __slots__ = ("target", "fd", "fixed", "register", "_op", "_op_flags", "_offset",
+                 "_length", "_done", "_retries", "_pending", "_rw_res", "_reg_err")
 
-    def __init__(self, target: FileTarget, depth: int, fixed: bool = False) -> None:
-        """``fixed``: zero copy, the request's pages are buffer ``queue.buf_index(tag)`` of
-        the ring, read into and written from with READ_FIXED/WRITE_FIXED; else the tag's
-        buffer at ``queue.buffer_address(tag)``."""
+    def __init__(self, target: FileTarget, depth: int, mode: BufferMode = BufferMode.COPY
+                 ) -> None:
+        """In a zero-copy ``mode`` the request's pages are buffer ``queue.buf_index(tag)`` of
+        the ring, read into and written from with READ_FIXED/WRITE_FIXED (``zero-copy``:
+        registered around each transfer by our own commands); else the tag's buffer at
+        ``queue.buffer_address(tag)``."""
         self.target = target
         self.fd = target.fd
-        self.fixed = fixed
+        self.fixed = mode.zero_copy
+        self.register = mode is BufferMode.ZERO_COPY
+        self._pending = [0] * depth  # CQEs still due for the linked SQEs (zero-copy)
+        self._rw_res = [0] * depth
+        self._reg_err = [0] * depth
         self._op = [0] * depth
         self._op_flags = [0] * depth
         self._offset = [0] * depth
@@ -84,7 +104,15 @@ class FileRingIO:
             done = self._done[tag]
             length, offset = self._length[tag] - done, self._offset[tag] + done
             rw_flags = os.RWF_DSYNC if op == UBLK_IO_OP_WRITE and op_flags & UBLK_IO_F_FUA else 0
-            if self.fixed:  # addr: the offset within the request's registered pages
+            if self.register:  # register -> transfer -> unregister, hard-linked
+                queue.prep_register_io_buf(tag, queue.io_data(tag, _SUB_REGISTER),
+                                           _LINKED | IOSQE_CQE_SKIP_SUCCESS)
+                prep = prep_read_fixed if op == UBLK_IO_OP_READ else prep_write_fixed
+                prep(ring, user_data, fd, done, length, offset, queue.buf_index(tag), rw_flags,
+                     _LINKED)
+                queue.prep_unregister_io_buf(tag, queue.io_data(tag, _SUB_UNREGISTER))
+                self._pending[tag] = 2  # the transfer's CQE and the unregister's
+            elif self.fixed:  # addr: the offset within the request's registered pages
                 prep = prep_read_fixed if op == UBLK_IO_OP_READ else prep_write_fixed
                 prep(ring, user_data, fd, done, length, offset, queue.buf_index(tag), rw_flags)
             elif op == UBLK_IO_OP_READ:
@@ -110,6 +138,17 @@ class FileRingIO:
         return None
 
     def done(self, queue: Queue, tag: int, sub: int, res: int) -> int | None:
+        if self._pending[tag]:  # zero-copy: wait for the transfer and the unregister
+            if sub == _SUB_REGISTER:  # only a failed register reports (CQE_SKIP_SUCCESS)
+                self._reg_err[tag] = res
+                return None
+            if sub == _SUB_RW:
+                self._rw_res[tag] = res
+            self._pending[tag] -= 1
+            if self._pending[tag]:
+                return None
+            res = self._reg_err[tag] or self._rw_res[tag]
+            self._reg_err[tag] = 0
         if res > 0:  # READ/WRITE: bytes moved (the other ops complete with 0)
             done = self._done[tag] + res
             if done >= self._length[tag]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ublk_bindings.buffers import BufferMode
+
 from .base import Target, fill_zero
 from .kind import TargetKind
 
@@ -36,8 +38,8 @@ class NullTarget(Target):
     kind = "null"
     zero_copy = True
 
-    def ring_io(self, depth: int, zero_copy: bool = False) -> RingIO | None:
-        return _Untouched() if zero_copy else None
+    def ring_io(self, depth: int, mode: BufferMode = BufferMode.COPY) -> RingIO | None:
+        return _Untouched() if mode.zero_copy else None
 
     def read(self, offset: int, view: memoryview) -> int:
         fill_zero(view)

@@ -41,15 +41,17 @@ from test_handover import (
 )
 
 from ublk_bindings.ctrl import Control
-from ublk_bindings.ublk_cmd import UBLK_F_AUTO_BUF_REG, UBLK_F_USER_COPY
+from ublk_bindings.ublk_cmd import UBLK_F_AUTO_BUF_REG, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY
 
 pytestmark = pytest.mark.ublk
 
 __all__ = ["no_gadget_left_running", "state_file"]  # fixtures, used by name
 
 MiB = 1 << 20
-MODES = ("copy", "user-copy", "auto-zc")
-_FLAG = {"copy": 0, "user-copy": UBLK_F_USER_COPY, "auto-zc": UBLK_F_AUTO_BUF_REG}
+MODES = ("copy", "user-copy", "zero-copy", "auto-zc")
+_FLAG = {"copy": 0, "user-copy": UBLK_F_USER_COPY, "zero-copy": UBLK_F_SUPPORT_ZERO_COPY,
+         "auto-zc": UBLK_F_AUTO_BUF_REG}
+SINCE = {"copy": (0, 0), "user-copy": (6, 5), "zero-copy": (6, 15), "auto-zc": (6, 16)}
 
 
 def kernel_has(mode: str) -> bool:
@@ -63,7 +65,8 @@ def assert_refused(mode: str, target: str = "null,size=8M") -> None:
                            f"{target},buffers={mode}"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2, done.stderr
-    flag = {"user-copy": "UBLK_F_USER_COPY", "auto-zc": "UBLK_F_AUTO_BUF_REG"}[mode]
+    flag = {"user-copy": "UBLK_F_USER_COPY", "zero-copy": "UBLK_F_SUPPORT_ZERO_COPY",
+            "auto-zc": "UBLK_F_AUTO_BUF_REG"}[mode]
     assert f"buffers={mode} needs {flag}, which this kernel does not offer" in done.stderr
     assert done.stdout == ""
     assert not list(Path("/dev").glob("ublk[bc]*"))
@@ -126,9 +129,8 @@ def test_auto_picks_zero_copy_where_the_target_allows_it(tmp_path: Path) -> None
 
 
 def test_the_kernel_offers_the_modes_its_version_should() -> None:
-    # auto buffer registration came with Linux 6.16, user copy with 6.5
     major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    expected = [m for m in MODES if m != "auto-zc" or (major, minor) >= (6, 16)]
+    expected = [m for m in MODES if (major, minor) >= SINCE[m]]
     assert [m for m in MODES if kernel_has(m)] == expected
     for mode in set(MODES) - set(expected):
         assert_refused(mode)

@@ -26,12 +26,17 @@ from ublk_bindings import (
     UBLK_IO_OP_WRITE,
     UBLK_IO_OP_WRITE_ZEROES,
 )
+from ublk_bindings.buffers import BufferMode
 from ublk_bindings.io_uring import (
     IORING_FSYNC_DATASYNC,
     IORING_OP_FALLOCATE,
     IORING_OP_FSYNC,
     IORING_OP_READ,
+    IORING_OP_READ_FIXED,
     IORING_OP_WRITE,
+    IORING_OP_WRITE_FIXED,
+    IOSQE_CQE_SKIP_SUCCESS,
+    IOSQE_IO_HARDLINK,
 )
 from ublk_bindings.queue import Queue
 from ublk_bindings.ring import Ring
@@ -58,16 +63,28 @@ class Prepped:
 @dataclass
 class RecordingRing:
     sqes: list[Prepped] = field(default_factory=list)
+    buf_index: list[int] = field(default_factory=list)
 
     def prep(self, opcode: int, fd: int, addr: int, length: int, offset: int, user_data: int,
-             *, op_flags: int = 0, **_: int) -> None:
+             *, op_flags: int = 0, buf_index: int = 0, sqe_flags: int = 0, **_: int) -> None:
         self.sqes.append(Prepped(opcode, fd, addr, length, offset, user_data, op_flags))
+        self.buf_index.append(buf_index)
 
 
 class FakeQueue:
-    """What FileRingIO uses of a Queue: its ring, the user_data codec, tag buffer addresses."""
+    """What FileRingIO uses of a Queue: its ring, the user_data codec, tag buffer addresses,
+    the zero-copy buffer index and commands."""
 
     io_data = staticmethod(Queue.io_data)
+    buf_index = staticmethod(Queue.buf_index)
+
+    def prep_register_io_buf(self, tag: int, user_data: int, sqe_flags: int = 0) -> None:
+        assert isinstance(self.ring, RecordingRing)
+        self.ring.sqes.append(Prepped(-1, tag, 0, 0, 0, user_data, sqe_flags))
+
+    def prep_unregister_io_buf(self, tag: int, user_data: int, sqe_flags: int = 0) -> None:
+        assert isinstance(self.ring, RecordingRing)
+        self.ring.sqes.append(Prepped(-2, tag, 0, 0, 0, user_data, sqe_flags))
 
     def __init__(self, ring: object) -> None:
         self.ring = ring
@@ -204,3 +221,40 @@ def test_on_a_real_ring_the_sqes_write_read_and_punch_the_file(target: FileTarge
         if target.can_discard:
             assert serve(UBLK_IO_OP_DISCARD, 12288, 4096) == 0
             assert contents(target, 12288, 4096) == bytes(4096)
+
+
+def zero_copy(target: FileTarget, mode: BufferMode, op: int, offset: int, length: int
+              ) -> tuple[FileRingIO, FakeQueue, RecordingRing]:
+    ring = RecordingRing()
+    q = FakeQueue(ring)
+    io = FileRingIO(target, 4, mode)
+    assert io.start(q, 3, op, op, offset, length) is None  # type: ignore[arg-type]
+    return io, q, ring
+
+
+def test_auto_zc_reads_into_the_request_s_own_pages_at_buffer_index_tag(target: FileTarget) -> None:
+    io, q, ring = zero_copy(target, BufferMode.AUTO_BUF_REG, UBLK_IO_OP_READ, 8192, 16384)
+    assert ring.sqes == [Prepped(IORING_OP_READ_FIXED, target.fd, 0, 16384, 8192,
+                                 Queue.io_data(3), 0)]
+    assert ring.buf_index == [3]
+    assert io.done(q, 3, 0, 4096) is None  # type: ignore[arg-type]
+    assert (ring.sqes[-1].addr, ring.sqes[-1].length) == (4096, 12288)  # offset in the pages
+
+
+def test_zero_copy_links_register_transfer_unregister_and_waits_for_both(
+    target: FileTarget,
+) -> None:
+    io, q, ring = zero_copy(target, BufferMode.ZERO_COPY, UBLK_IO_OP_WRITE, 0, 4096)
+    assert [s.opcode for s in ring.sqes] == [-1, IORING_OP_WRITE_FIXED, -2]
+    assert [s.user_data for s in ring.sqes] == [Queue.io_data(3, 1), Queue.io_data(3),
+                                               Queue.io_data(3, 2)]
+    assert ring.sqes[0].op_flags == IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS
+    assert io.done(q, 3, 0, 4096) is None  # type: ignore[arg-type]
+    assert io.done(q, 3, 2, 0) == 4096  # type: ignore[arg-type]
+
+
+def test_a_failed_register_is_the_request_s_error(target: FileTarget) -> None:
+    io, q, _ = zero_copy(target, BufferMode.ZERO_COPY, UBLK_IO_OP_READ, 0, 4096)
+    assert io.done(q, 3, 1, -errno.EBUSY) is None  # type: ignore[arg-type]
+    assert io.done(q, 3, 0, -errno.EFAULT) is None  # type: ignore[arg-type]
+    assert io.done(q, 3, 2, -errno.EINVAL) == -errno.EBUSY  # type: ignore[arg-type]
