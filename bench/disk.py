@@ -5,18 +5,19 @@ synchronous server looks as good as an asynchronous one.  On ``/dev/vda`` (the t
 virtio-blk disk with the host disk's latency: ``python -m testbed run --disk SIZE``) a server
 that keeps its requests in flight at the disk gains from QD32 over QD1 what the disk itself
 gains.  Every peer works on that one disk: the disk itself, the kernel loop driver on it
-(direct I/O), kublk's loop target (copy mode) and the gadget's file target, each with the
-same queues and depth.
+(direct I/O), kublk's loop target and the gadget's file target in copy mode, and both again
+in zero-copy mode (``--auto_zc``, ``buffers=auto-zc``: bench.modes), each with the same
+queues and depth.  Each gadget row is divided by the kublk row of its own mode.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import fio, peers, report
+from . import fio, modes, peers, report
 from .fio import Result, Workload
 from .report import Results
 
@@ -24,9 +25,9 @@ WORKLOADS = tuple(
     w for w in fio.WORKLOADS
     if w.name in ("4k-randread-qd1", "4k-randread-qd32", "4k-randwrite-qd1", "4k-randwrite-qd32", "128k-read-qd32")
 )  # fmt: skip
-PEER_ORDER = ("disk", "loop", "kublk-loop", "gadget-file")
-USERSPACE = ("kublk-loop", "gadget-file")
-GADGET, KUBLK = "gadget-file", "kublk-loop"
+PEER_ORDER = ("disk", "loop", "kublk-loop", "gadget-file", "kublk-loop-autozc", "gadget-file-autozc")
+USERSPACE = tuple(n for p in modes.DISK_PAIRS for n in (p.kublk, p.gadget))
+GADGET, KUBLK = "gadget-file", "kublk-loop"  # the copy-mode pair (the goals' and the summary's)
 #: (label, QD1 workload, QD32 workload): what queue depth buys each peer.
 GAINS = (
     ("4k-randread", "4k-randread-qd1", "4k-randread-qd32"),
@@ -36,12 +37,11 @@ GAINS = (
 
 def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
     """The peers of this table; each takes the disk from the geometry's ``backing_file``."""
-    return {
-        "disk": peers.raw,
-        "loop": peers.loop,
-        "kublk-loop": peers.kublk_loop(kublk),
-        "gadget-file": peers.gadget("file", log_dir),
-    }
+    made: dict[str, peers.Peer] = {"disk": peers.raw, "loop": peers.loop}
+    for p in modes.DISK_PAIRS:
+        made[p.kublk] = peers.kublk_loop(kublk, p.mode)
+        made[p.gadget] = peers.gadget("file", log_dir, p.mode)
+    return made
 
 
 def wait_for(path: str, timeout_s: float = 5.0) -> bool:
@@ -71,12 +71,28 @@ def gains(results: Results, order: Sequence[str]) -> dict[str, dict[str, float |
     }  # fmt: skip
 
 
+def by_mode(results: Results) -> dict[str, dict[str, Any]]:
+    """mode -> its gadget and kublk peers and, per workload either ran, gadget over kublk in
+    IOPS and in CPU per request."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in modes.DISK_PAIRS:
+        g, k = results.get(p.gadget, {}), results.get(p.kublk, {})
+        ran = [w.name for w in WORKLOADS if w.name in g or w.name in k]
+        out[p.mode] = {
+            "gadget": p.gadget, "kublk": p.kublk,
+            "gadget_over_kublk": {w: report.ratio_of(g.get(w), k.get(w)) for w in ran},
+            "cpu_gadget_over_kublk": {w: report.cpu_ratio(g.get(w), k.get(w)) for w in ran},
+        }  # fmt: skip
+    return out
+
+
 def summary(results: Results, order: Sequence[str]) -> dict[str, Any]:
-    """The figures the table derives, for the record."""
+    """The figures the table derives, for the record (the top-level ratios: copy mode)."""
     g, k = results.get(GADGET, {}), results.get(KUBLK, {})
     return {
         "gadget_over_kublk": {w.name: report.ratio_of(g.get(w.name), k.get(w.name)) for w in WORKLOADS},
         "cpu_gadget_over_kublk": {w.name: report.cpu_ratio(g.get(w.name), k.get(w.name)) for w in WORKLOADS},
+        "by_mode": by_mode(results),
         "qd32_over_qd1": gains(results, order),
     }
 
@@ -84,8 +100,9 @@ def summary(results: Results, order: Sequence[str]) -> dict[str, Any]:
 _FIRST, _COL, _RATIO = 20, 13, 10
 
 
-def _row(label: str, cells: Sequence[str], ratio: str = "") -> str:
-    return (f"  {label:<{_FIRST - 2}}" + "".join(f"{c:>{_COL}}" for c in cells) + f"{ratio:>{_RATIO}}").rstrip()
+def _row(label: str, cells: Sequence[str], ratios: Sequence[str] = ()) -> str:
+    return (f"  {label:<{_FIRST - 2}}" + "".join(f"{c:>{_COL}}" for c in cells)
+            + "".join(f"{r:>{_RATIO}}" for r in ratios)).rstrip()  # fmt: skip
 
 
 def _iops(r: Result | str | None) -> str:
@@ -116,15 +133,25 @@ def failures(results: Results, order: Sequence[str], workloads: Sequence[Workloa
 
 
 def table(results: Results, order: Sequence[str], heading: str) -> str:
-    """IOPS per workload and peer with gadget-file over kublk-loop, what QD32 buys each peer
-    over QD1, and the userspace servers' CPU per request (``-`` for the in-kernel peers)."""
-    g, k = results.get(GADGET, {}), results.get(KUBLK, {})
-    both = GADGET in order and KUBLK in order
-    lines = [heading, f"{'IOPS':<{_FIRST}}" + "".join(f"{p:>{_COL}}" for p in order)
-             + (f"{'xkublk':>{_RATIO}}" if both else "")]  # fmt: skip
+    """IOPS per workload and peer, with each gadget peer over the kublk peer of the same
+    buffer mode (an ``xkublk`` column per mode whose pair is in ``order``; the ``buffers``
+    line names each column's mode), what QD32 buys each peer over QD1, and the userspace
+    servers' CPU per request (``-`` for the in-kernel peers)."""
+    pairs = [p for p in modes.DISK_PAIRS if p.gadget in order and p.kublk in order]
+    names = [modes.base_name(p, modes.DISK_PAIRS) for p in order]
+    buffers = [modes.mode_of(p, modes.DISK_PAIRS) or "" for p in order]
+    lines = [heading, f"{'IOPS':<{_FIRST}}" + "".join(f"{n:>{_COL}}" for n in names)
+             + "".join(f"{'xkublk':>{_RATIO}}" for _ in pairs)]  # fmt: skip
+    if any(buffers):
+        lines.append(f"{'buffers':<{_FIRST}}" + "".join(f"{m:>{_COL}}" for m in buffers)
+                     + "".join(f"{p.mode:>{_RATIO}}" for p in pairs))  # fmt: skip
+
+    def ratios(w: Workload, of: Callable[[Result | str | None, Result | str | None], float | None]) -> list[str]:
+        return [report.fmt_ratio(of(results.get(p.gadget, {}).get(w.name), results.get(p.kublk, {}).get(w.name)))
+                for p in pairs]  # fmt: skip
+
     for w in WORKLOADS:
-        ratio = report.fmt_ratio(report.ratio_of(g.get(w.name), k.get(w.name))) if both else ""
-        lines.append(_row(w.name, [_iops(results.get(p, {}).get(w.name)) for p in order], ratio))
+        lines.append(_row(w.name, [_iops(results.get(p, {}).get(w.name)) for p in order], ratios(w, report.ratio_of)))
     lines.append("QD32/QD1 gain")
     table_gains = gains(results, order)
     for label, _, _ in GAINS:
@@ -132,8 +159,7 @@ def table(results: Results, order: Sequence[str], heading: str) -> str:
     lines.append("cpu us/IO")
     for w in WORKLOADS:
         cells = [_cpu(results.get(p, {}).get(w.name)) if p in USERSPACE else "-" for p in order]
-        ratio = report.fmt_ratio(report.cpu_ratio(g.get(w.name), k.get(w.name))) if both else ""
-        lines.append(_row(w.name, cells, ratio))
+        lines.append(_row(w.name, cells, ratios(w, report.cpu_ratio)))
     lines += failures(results, order, WORKLOADS)
     return "\n".join(lines)
 

@@ -4,7 +4,10 @@ Three tables in one boot, so the ratios compare like with like: the main one (ev
 the guest's tmpfs, same geometry and backing file, fio and the servers pinned apart), the disk
 table (bench.disk: the file servers on the test bed's real disk) and the shared-CPU table
 (bench.shared: null servers with fio unpinned); the engine's cost per completion path
-(bench.engine); then the handover stall.  A peer that fails
+(bench.engine); then the handover stall.  Every userspace peer states its buffer mode
+(bench.modes) and each gadget row is divided by the kublk row of the same mode; the rows in
+another mode than copy run only the workloads the buffer-mode goals judge
+(``--mode-workloads``), to keep the run's length in check.  A peer that fails
 to come up is recorded with its error and the run goes on: the tables show what was measured
 and say what was not.
 """
@@ -23,15 +26,24 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import disk, engine, fio, goals, handover, peers, report, rounds, shared
+from . import disk, engine, fio, goals, handover, modes, peers, report, rounds, shared
 
 BACKING_FILE = "/tmp/bench-backing.img"
-PEER_ORDER = ("null_blk", "loop", "kublk-null", "kublk-loop", "gadget-null", "gadget-mem", "gadget-file")
+#: The copy-mode rows first (as before), then each other buffer mode's kublk and gadget rows
+#: side by side (bench.modes): a pair's rounds run minutes apart at most.
+PEER_ORDER = (
+    "null_blk", "loop", "kublk-null", "kublk-loop", "gadget-null", "gadget-mem", "gadget-file",
+    "kublk-null-autozc", "gadget-null-autozc", "kublk-loop-autozc", "gadget-file-autozc",
+    "kublk-null-u", "gadget-null-usercopy",
+)  # fmt: skip
+#: The workloads the rows in another mode than copy run by default (--mode-workloads): what the
+#: buffer-mode goals judge, at a third of the run time of all six.
+MODE_WORKLOADS = ("4k-randread-qd32", "128k-read-qd32")
 
 
 def make_backing_file(path: str, size: int) -> None:
@@ -43,13 +55,29 @@ def make_backing_file(path: str, size: int) -> None:
 
 
 def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
-    return {
-        "null_blk": peers.null_blk,
-        "loop": peers.loop,
-        "kublk-null": peers.kublk_null(kublk),
-        "kublk-loop": peers.kublk_loop(kublk),
-        **{f"gadget-{t}": peers.gadget(t, log_dir) for t in ("null", "mem", "file")},
-    }
+    """Every peer the main table knows: the in-kernel ones, then each pair of bench.modes (a
+    gadget and kublk in the same buffer mode, the mode always stated)."""
+    made: dict[str, peers.Peer] = {"null_blk": peers.null_blk, "loop": peers.loop}
+    for p in modes.MAIN_PAIRS:
+        made.setdefault(p.kublk, peers.kublk(kublk, p.kublk_target, p.mode))
+        made[p.gadget] = peers.gadget(p.target, log_dir, p.mode)
+    return made
+
+
+def workloads_of(peers_in: Sequence[str], pairs: tuple[modes.Pair, ...],
+                 wanted: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
+    """peer -> the only workloads it runs: ``wanted`` for the peers of ``pairs`` in another
+    mode than copy; None: every peer runs every workload."""
+    if wanted is None:
+        return {}
+    return {n: tuple(wanted) for n in modes.not_copy(pairs) if n in peers_in}
+
+
+def parse_mode_workloads(text: str) -> tuple[str, ...] | None:
+    """``--mode-workloads``: ``all`` (or empty) for every workload of the table, else names."""
+    if text.strip() in ("", "all"):
+        return None
+    return tuple(n for n in text.split(",") if n)
 
 
 TABLES = ("main", "disk", "shared")
@@ -92,8 +120,9 @@ def measure_disk(a: argparse.Namespace, schedule: rounds.Schedule, log_dir: Path
     g = disk.geometry(a.disk, a.queues, a.depth)
     detail = {"device": a.disk, "size": g.size, "queues": g.queues, "depth": g.depth}
     order = list(disk.PEER_ORDER)
+    subsets = workloads_of(order, modes.DISK_PAIRS, a.mode_workloads)
     m = rounds.measure(disk.all_peers(a.kublk, log_dir / "disk"), order, g, disk.WORKLOADS, schedule,
-                       a.out / "cpu" / "disk", label="disk ")  # fmt: skip
+                       a.out / "cpu" / "disk", label="disk ", workloads_of=subsets)  # fmt: skip
     return Table(m, detail=detail)
 
 
@@ -131,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=64)
     p.add_argument("--peers", default=",".join(PEER_ORDER), help="the main table's peers")
     p.add_argument("--workloads", default=",".join(w.name for w in fio.WORKLOADS), help="the main table's workloads")
+    p.add_argument("--mode-workloads", default=",".join(MODE_WORKLOADS), type=parse_mode_workloads,
+                   help="the only workloads the rows in another buffer mode than copy run, in the main and "
+                   "the disk table (all: every workload of the table)")
     p.add_argument("--tables", default=",".join(TABLES), help="which tables to measure (main: the tmpfs one)")
     p.add_argument("--disk", default=os.environ.get("UBLK_TESTBED_DISK", ""),
                    help="the disk of the disk table (default $UBLK_TESTBED_DISK: python -m testbed run --disk)")
@@ -149,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     tables = [t for t in a.tables.split(",") if t]
     if set(tables) - set(TABLES):
         p.error(f"unknown tables {sorted(set(tables) - set(TABLES))}; known: {', '.join(TABLES)}")
+    known = {w.name for w in fio.WORKLOADS}
+    if a.mode_workloads is not None and set(a.mode_workloads) - known:
+        p.error(f"unknown --mode-workloads {sorted(set(a.mode_workloads) - known)}; known: {', '.join(sorted(known))}")
 
     a.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLCONFIGDIR", str(a.out.parent / "matplotlib"))  # font cache kept across boots
@@ -169,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     schedule = rounds.Schedule(a.rounds, a.runtime, a.ramp, a.fio_cpu, a.server_cpu)
     elapsed: dict[str, float] = {}
     t0 = time.monotonic()
-    main_table = rounds.measure(available, order, g, workloads, schedule, a.out / "cpu", profile)
+    subsets = workloads_of(order, modes.MAIN_PAIRS, a.mode_workloads)
+    main_table = rounds.measure(available, order, g, workloads, schedule, a.out / "cpu", profile,
+                                workloads_of=subsets)  # fmt: skip
     elapsed["main"] = round(time.monotonic() - t0, 1)
     skipped = Table(why_not="skipped (--tables)")
     disk_table, shared_table = skipped, skipped
@@ -243,6 +280,7 @@ def record(
         "peers": main.peers_json(),
         "notes": main.notes,
         "ratios": report.ratios(results, main.workloads),
+        "buffer_modes": report.buffer_modes(results, main.workloads),
         "disk": _table_json(disk_table, disk.summary(disk_results, disk.PEER_ORDER)),
         "shared_cpu": _table_json(shared_table, {"pairs": shared.pairs(shared_results)}),
         "handover_stall": stall,
@@ -251,6 +289,8 @@ def record(
     }
     (a.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     text = report.table(results, main.workloads, main.order) + "\n" + _notes(main.notes)
+    modes_text = report.mode_table(results, main.workloads)
+    text += f"\n{modes_text}\n" if modes_text else ""
     if disk_table.measured:
         text += "\n" + disk.table(disk_results, disk_table.measured.order, disk.heading(disk_table.detail)) + "\n"
         text += _notes(disk_table.measured.notes)

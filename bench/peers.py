@@ -20,6 +20,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ublk_bindings.buffers import buffer_mode
+
+from . import modes
 from .gadget import Gadget
 
 CONFIGFS = Path("/sys/kernel/config")
@@ -113,9 +116,26 @@ def with_queues(peer: Peer, queues: int) -> Peer:
 
 _DEV_ID = re.compile(r"dev id (\d+):")
 _DAEMON_PID = re.compile(r"daemon pid (\d+)")
+_FLAGS = re.compile(r"flags (0x[0-9a-fA-F]+)")
 
 
-def _kublk(binary: str, args: list[str]) -> AbstractContextManager[Device]:
+def served_mode(flags: int) -> str:
+    """The buffer mode a device with ``flags`` (as the driver has them) is served in."""
+    try:
+        return buffer_mode(flags).value
+    except ValueError as e:  # e.g. -b (batch): a mode ublk_bindings does not serve
+        return f"other ({e})"
+
+
+def check_mode(who: str, asked: str, served: str | None) -> None:
+    """A peer must serve in the mode its row is named for: a device the driver or server
+    quietly put in another mode would compare unlike with like.  ``served`` None: the server
+    did not say (it is then taken on trust)."""
+    if served is not None and served != asked:
+        raise RuntimeError(f"{who}: asked for buffer mode {asked}, the device is served in {served}")
+
+
+def _kublk(binary: str, args: list[str], mode: str) -> AbstractContextManager[Device]:
     @contextmanager
     def made() -> Iterator[Device]:
         out = _run([binary, "add", *args])
@@ -126,38 +146,63 @@ def _kublk(binary: str, args: list[str]) -> AbstractContextManager[Device]:
         try:
             listing = _run([binary, "list", "-n", dev_id])
             pid = _DAEMON_PID.search(listing)
-            yield Device(f"/dev/ublkb{dev_id}", f"kublk add {' '.join(args)}", int(pid.group(1)) if pid else None)
+            flags = _FLAGS.search(listing)
+            served = served_mode(int(flags.group(1), 16)) if flags else None
+            check_mode(f"kublk add {' '.join(args)}", mode, served)
+            yield Device(f"/dev/ublkb{dev_id}", f"kublk add {' '.join(args)} (buffers: {served or mode + '?'})",
+                         int(pid.group(1)) if pid else None)  # fmt: skip
         finally:
             _run([binary, "del", "-n", dev_id])
 
     return made()
 
 
-def kublk_null(binary: str) -> Peer:
+def kublk_null(binary: str, mode: str = modes.COPY) -> Peer:
+    """kublk's null target in buffer ``mode`` (bench.modes)."""
+
     def peer(g: Geometry) -> AbstractContextManager[Device]:
-        return _kublk(binary, ["-t", "null", "-q", str(g.queues), "-d", str(g.depth)])
+        args = ["-t", "null", "-q", str(g.queues), "-d", str(g.depth), *modes.KUBLK_OPTIONS[mode]]
+        return _kublk(binary, args, mode)
 
     return peer
 
 
-def kublk_loop(binary: str) -> Peer:
+def kublk_loop(binary: str, mode: str = modes.COPY) -> Peer:
+    """kublk's loop target over the backing file in buffer ``mode`` (bench.modes)."""
+
     def peer(g: Geometry) -> AbstractContextManager[Device]:
-        args = ["-t", "loop", "-q", str(g.queues), "-d", str(g.depth), g.backing_file]
-        return _kublk(binary, args)
+        args = ["-t", "loop", "-q", str(g.queues), "-d", str(g.depth), *modes.KUBLK_OPTIONS[mode], g.backing_file]
+        return _kublk(binary, args, mode)
 
     return peer
 
 
-def gadget(target: str, log_dir: Path) -> Peer:
-    """A gadget device of ``target`` (null, mem or file)."""
+def kublk(binary: str, target: str, mode: str = modes.COPY) -> Peer:
+    """kublk's ``target`` (null or loop) in buffer ``mode``."""
+    return {"null": kublk_null, "loop": kublk_loop}[target](binary, mode)
+
+
+def gadget_spec(target: str, g: Geometry, buffers: str) -> str:
+    """The ``--device`` SPEC of a gadget of ``target`` (null, mem or file) in buffer mode
+    ``buffers``: always stated, so ``auto`` never picks a mode behind the table's back."""
+    spec = f"{target},queues={g.queues},depth={g.depth},buffers={buffers}"
+    return spec + (f",path={g.backing_file}" if target == "file" else f",size={g.size}")
+
+
+def gadget(target: str, log_dir: Path, buffers: str, name: str | None = None) -> Peer:
+    """A gadget device of ``target`` (null, mem or file) in buffer mode ``buffers``
+    (bench.modes), logging to ``log_dir/<name>.log`` (default: the gadget peer's name)."""
+    log = log_dir / f"{name or modes.gadget_name(target, buffers)}.log"
 
     @contextmanager
     def peer(g: Geometry) -> Iterator[Device]:
-        spec = f"{target},queues={g.queues},depth={g.depth}"
-        spec += f",path={g.backing_file}" if target == "file" else f",size={g.size}"
-        served = Gadget.serve([spec], log_dir / f"gadget-{target}.log")
+        spec = gadget_spec(target, g, buffers)
+        served = Gadget.serve([spec], log)
         try:
-            yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec}", served.pid)
+            mode = served.ready["devices"][0].get("buffers")
+            check_mode(f"gadget {spec}", buffers, None if mode is None else str(mode))
+            yield Device(served.block_devices[0], f"ublk-gadget serve --device {spec} (buffers: {mode or '?'})",
+                         served.pid)  # fmt: skip
         finally:
             code = served.stop()
             if code != 0:

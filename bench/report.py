@@ -3,7 +3,8 @@
 Absolute numbers under TCG emulation mean little; what carries over is how the gadget fares
 against peers measured minutes apart in the same VM, round by round.  Each gadget figure is divided by the
 same workload on null_blk (the in-kernel limit), the kernel loop driver over the same file,
-and the kublk target that does the same job (null for null and mem, loop for file).
+and the kublk target that does the same job (null for null and mem, loop for file) in the
+same buffer mode (bench.modes: copy against copy, zero copy against zero copy).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import modes
 from .fio import Result, Workload
 
-#: The kublk peer that does the same job as each gadget target.
-KUBLK_PEER = {"gadget-null": "kublk-null", "gadget-mem": "kublk-null", "gadget-file": "kublk-loop"}
+#: The kublk peer that does the same job as each gadget peer, in the same buffer mode.
+KUBLK_PEER = {p.gadget: p.kublk for p in modes.MAIN_PAIRS}
 REFERENCES = ("null_blk", "loop", "kublk")
 
 #: Measurements: peer name -> workload name -> Result, or the error that stopped the peer.
@@ -72,11 +74,13 @@ def cpu_ratio(a: Result | str | None, b: Result | str | None) -> float | None:
 
 
 def ratios(results: Results, workloads: tuple[Workload, ...]) -> dict[str, dict[str, dict[str, float | None]]]:
-    """gadget -> workload -> reference -> ratio, for every gadget peer that was measured."""
+    """gadget -> workload -> reference -> ratio, for every gadget peer that was measured
+    (and the workloads it ran)."""
     return {
         g: {
             w.name: {ref: ratio(results, g, reference_name(g, ref), w.name) for ref in REFERENCES}
             for w in workloads
+            if w.name in results[g]
         }
         for g in KUBLK_PEER
         if g in results
@@ -109,10 +113,14 @@ def fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
+_PEER = 22  # the peer column: "gadget-null-usercopy"
+
+
 def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -> str:
-    """One block per workload, one row per peer; gadget rows carry their ratios.  ``cpu us/IO``
-    is the userspace server's CPU per request (bench.cpu), the figure a busy host spares."""
-    head = f"{'':<14}{'IOPS':>9}{'MiB/s':>9}{'p50 us':>9}{'p99 us':>9}{'cpu us/IO':>11}  " + "".join(
+    """One block per workload, one row per peer; gadget rows carry their ratios (``xkublk``:
+    kublk in the same buffer mode).  ``cpu us/IO`` is the userspace server's CPU per request
+    (bench.cpu), the figure a busy host spares."""
+    head = f"{'':<{_PEER}}{'IOPS':>9}{'MiB/s':>9}{'p50 us':>9}{'p99 us':>9}{'cpu us/IO':>11}  " + "".join(
         f"{'x' + ref:>11}" for ref in REFERENCES
     )
     lines: list[str] = []
@@ -123,12 +131,11 @@ def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -
             if r is None:
                 continue
             if isinstance(r, str):
-                lines.append(f"  {peer:<12}  failed: {r.splitlines()[0][:90]}")
+                lines.append(f"  {peer:<{_PEER - 2}}  failed: {r.splitlines()[0][:90]}")
                 continue
-            cpu = "-" if r.server_cpu_us_per_io is None else f"{r.server_cpu_us_per_io:.0f}"
             row = (
-                f"  {peer:<12}{r.iops:>9.0f}{r.bw_bytes / (1 << 20):>9.1f}"
-                f"{r.lat_p50_ns / 1000:>9.0f}{r.lat_p99_ns / 1000:>9.0f}{cpu:>11}  "
+                f"  {peer:<{_PEER - 2}}{r.iops:>9.0f}{r.bw_bytes / (1 << 20):>9.1f}"
+                f"{r.lat_p50_ns / 1000:>9.0f}{r.lat_p99_ns / 1000:>9.0f}{_cpu(r):>11}  "
             )
             if peer in KUBLK_PEER:
                 row += "".join(
@@ -139,13 +146,82 @@ def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -
     return "\n".join(lines[1:])
 
 
+def _cpu(r: Result | str | None) -> str:
+    if isinstance(r, str):
+        return "failed"
+    return "-" if r is None or r.server_cpu_us_per_io is None else f"{r.server_cpu_us_per_io:.0f}"
+
+
+def _iops(r: Result | str | None) -> str:
+    if isinstance(r, str):
+        return "failed"
+    return "-" if r is None else f"{r.iops:.0f}"
+
+
+def mode_groups(results: Results, workloads: tuple[Workload, ...]) -> list[tuple[str, str, list[modes.Pair]]]:
+    """(gadget target, workload, its pairs) wherever the gadget or kublk has a figure in more
+    than one buffer mode: where the modes can be compared."""
+    groups = []
+    targets = list(dict.fromkeys(p.target for p in modes.MAIN_PAIRS))
+    for t in targets:
+        for w in workloads:
+            ran = [p for p in modes.MAIN_PAIRS if p.target == t
+                   and (w.name in results.get(p.gadget, {}) or w.name in results.get(p.kublk, {}))]  # fmt: skip
+            if len(ran) > 1:
+                groups.append((t, w.name, sorted(ran, key=lambda p: modes.MODES.index(p.mode))))
+    return groups
+
+
+def buffer_modes(results: Results, workloads: tuple[Workload, ...]) -> dict[str, dict[str, dict[str, Any]]]:
+    """target -> workload -> mode -> the gadget and kublk figures of that mode (IOPS, CPU per
+    request) and gadget over kublk in both, for the record."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for t, w, pairs in mode_groups(results, workloads):
+        by_mode = out.setdefault(t, {}).setdefault(w, {})
+        for p in pairs:
+            g, k = results.get(p.gadget, {}).get(w), results.get(p.kublk, {}).get(w)
+            by_mode[p.mode] = {
+                "gadget": p.gadget, "kublk": p.kublk,
+                "gadget_iops": g.iops if isinstance(g, Result) else None,
+                "kublk_iops": k.iops if isinstance(k, Result) else None,
+                "iops_ratio": ratio_of(g, k),
+                "gadget_cpu_us_per_io": g.server_cpu_us_per_io if isinstance(g, Result) else None,
+                "kublk_cpu_us_per_io": k.server_cpu_us_per_io if isinstance(k, Result) else None,
+                "cpu_ratio": cpu_ratio(g, k),
+            }  # fmt: skip
+    return out
+
+
+def mode_table(results: Results, workloads: tuple[Workload, ...]) -> str:
+    """Per gadget target and workload measured in several buffer modes: each mode's gadget
+    and kublk IOPS and CPU per request side by side, gadget over kublk in both ("" when
+    no workload was measured in more than one mode)."""
+    groups = mode_groups(results, workloads)
+    if not groups:
+        return ""
+    lines = ["buffer modes: each gadget mode against kublk in the same mode (IOPS; server cpu us/IO)",
+             f"{'':<30}{'gadget':>9}{'kublk':>9}{'xkublk':>8}{'gadget':>9}{'kublk':>9}{'xkublk':>8}",
+             f"{'':<30}{'IOPS':>9}{'IOPS':>9}{'':>8}{'cpu':>9}{'cpu':>9}{'cpu':>8}"]  # fmt: skip
+    for t, w, pairs in groups:
+        lines.append(f"  {t} {w}")
+        for p in pairs:
+            g, k = results.get(p.gadget, {}).get(w), results.get(p.kublk, {}).get(w)
+            lines.append(f"    {p.mode:<26}{_iops(g):>9}{_iops(k):>9}{fmt_ratio(ratio_of(g, k)):>8}"
+                         f"{_cpu(g):>9}{_cpu(k):>9}{fmt_ratio(cpu_ratio(g, k)):>8}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_checks(checks: list[dict[str, Any]]) -> str:
+    """One line per goal: its value and verdict (and, where a goal picks among peers, which
+    ones it compared)."""
+    width = max([52, *(len(c["goal"]) for c in checks)])
     lines = []
     for c in checks:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[c["met"]]
         value = c["value"]
         shown = "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-        lines.append(f"  {c['goal']:<52} {shown:>8}  {verdict}")
+        against = f"  ({c['against']})" if c.get("against") else ""
+        lines.append(f"  {c['goal']:<{width}} {shown:>8}  {verdict}{against}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import shutil
 import statistics
 import subprocess
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,13 +110,19 @@ def measure(
     cpu_dir: Path,
     profile: Mapping[str, Path] | None = None,
     label: str = "",
+    workloads_of: Mapping[str, Collection[str]] | None = None,
 ) -> Measured:
     """All devices of ``order`` up at once; ``schedule.rounds`` rounds, each running every
     workload on every peer (one fio process per peer and round).  The server CPU snapshots go
     to ``cpu_dir/<peer>-round<i>``; ``profile``: peer -> py-spy output, taken in the last
-    round.  ``label`` prefixes the progress lines."""
-    m = Measured(order, workloads)
-    m.cells = {n: {w.name: Cell() for w in workloads} for n in order}
+    round.  ``label`` prefixes the progress lines.  ``workloads_of``: peer -> the names of the
+    only workloads it runs (the others have no cell); a peer left with none is not made."""
+    mine = {n: tuple(w for w in workloads if workloads_of is None or n not in workloads_of
+                     or w.name in workloads_of[n]) for n in order}  # fmt: skip
+    m = Measured([n for n in order if mine[n]], workloads)
+    m.notes += [f"{n}: not measured: none of its workloads was selected" for n in order if not mine[n]]
+    order = m.order
+    m.cells = {n: {w.name: Cell() for w in mine[n]} for n in order}
     profile = profile or {}
     with ExitStack() as stack:
         devices: dict[str, peers.Device] = {}
@@ -136,14 +142,14 @@ def measure(
         for r in range(schedule.rounds):
             for name in up if r % 2 == 0 else reversed(up):
                 spy = profile.get(name) if r == schedule.rounds - 1 else None
-                measured = _one_round(devices[name], workloads, schedule, cpu_dir / f"{name}-round{r + 1}", spy)
-                for w in workloads:
+                measured = _one_round(devices[name], mine[name], schedule, cpu_dir / f"{name}-round{r + 1}", spy)
+                for w in mine[name]:
                     cell, got = m.cells[name][w.name], measured[w.name]
                     if isinstance(got, str):
                         cell.error = got
                     else:
                         cell.runs.append(got)
-                    print(f"bench: {label}round {r + 1} {name:<14} {w.name:<18} {_short(cell)}", flush=True)
+                    print(f"bench: {label}round {r + 1} {name:<20} {w.name:<18} {_short(cell)}", flush=True)
     return m
 
 

@@ -5,8 +5,9 @@ can do when it has a CPU to itself.  A server that shares the machine with its a
 is the other case: every cycle it spends per request is one the application does not get,
 so CPU per request shows up in IOPS.  Here fio runs two jobs of QD32 4k random reads,
 nothing pinned, against kublk null and gadget null with 1 queue and with 2 queues (depth 64
-each: the 64 requests the two jobs keep in flight).  The team tracks whether the gadget stays
-within 1.5x of kublk; that is reported, not judged as a goal.
+each: the 64 requests the two jobs keep in flight), both in copy mode (bench.modes).  The
+team tracks whether the gadget stays within 1.5x of kublk; that is reported, not judged as
+a goal.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import peers, report
+from . import modes, peers, report
 from .fio import Workload
 from .report import Results
 
@@ -36,8 +37,8 @@ PEER_ORDER = tuple(name(s, q) for q in QUEUES for s in (KUBLK, GADGET))
 def all_peers(kublk: str, log_dir: Path) -> dict[str, peers.Peer]:
     made: dict[str, peers.Peer] = {}
     for q in QUEUES:
-        made[name(KUBLK, q)] = peers.with_queues(peers.kublk_null(kublk), q)
-        made[name(GADGET, q)] = peers.with_queues(peers.gadget("null", log_dir), q)
+        made[name(KUBLK, q)] = peers.with_queues(peers.kublk_null(kublk, modes.COPY), q)
+        made[name(GADGET, q)] = peers.with_queues(peers.gadget("null", log_dir, modes.COPY, name(GADGET, q)), q)
     return made
 
 

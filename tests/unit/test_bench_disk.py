@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -29,13 +31,14 @@ RESULTS: dict[str, dict[str, Result | str]] = {
     "kublk-loop": peer(800, 2800, cpu=100),
     "gadget-file": peer(1000, 1400, cpu=150),
 }
-ORDER = list(disk.PEER_ORDER)
+ORDER = ["disk", "loop", "kublk-loop", "gadget-file"]  # the copy-mode table as before
 
 
 def test_the_table_has_the_asked_workloads_and_peers() -> None:
     assert [w.name for w in disk.WORKLOADS] == [
         "4k-randread-qd1", "4k-randread-qd32", "4k-randwrite-qd1", "4k-randwrite-qd32", "128k-read-qd32"]  # fmt: skip
-    assert ORDER == ["disk", "loop", "kublk-loop", "gadget-file"]
+    assert disk.PEER_ORDER == ("disk", "loop", "kublk-loop", "gadget-file", "kublk-loop-autozc", "gadget-file-autozc")
+    assert set(disk.all_peers("/kublk", Path("/logs"))) == set(disk.PEER_ORDER)
 
 
 def test_each_peer_gains_qd32_over_qd1() -> None:
@@ -78,6 +81,7 @@ def test_the_table_shows_iops_ratio_gains_and_cpu_of_the_userspace_servers_only(
     text = disk.table(RESULTS, ORDER, "disk: heading")
     assert text.splitlines()[0] == "disk: heading"
     assert text.splitlines()[1].split() == ["IOPS", "disk", "loop", "kublk-loop", "gadget-file", "xkublk"]
+    assert text.splitlines()[2].split() == ["buffers", "copy", "copy", "copy"]
     rows = lines_of(text)
     iops, cpu = rows["4k-randread-qd32"]
     assert iops == ["10000", "8000", "2800", "1400", "0.50x"]
@@ -127,3 +131,46 @@ def test_cpu_of_a_peer_without_probe_is_a_dash() -> None:
     no_cpu = {**RESULTS, "gadget-file": bare}
     cpu = lines_of(disk.table(no_cpu, ORDER, "h"))["4k-randread-qd1"][1]
     assert cpu == ["-", "-", "100", "-", "-"]
+
+
+ZC: dict[str, dict[str, Result | str]] = {
+    **RESULTS,
+    "kublk-loop-autozc": {"4k-randread-qd32": res(3500, cpu=60), "128k-read-qd32": res(400, cpu=80)},
+    "gadget-file-autozc": {"4k-randread-qd32": res(3150, cpu=90), "128k-read-qd32": res(480, cpu=40)},
+}
+FULL = list(disk.PEER_ORDER)
+
+
+def test_the_zero_copy_rows_are_named_and_divided_by_their_own_mode() -> None:
+    text = disk.table(ZC, FULL, "h")
+    head, buffers = text.splitlines()[1].split(), text.splitlines()[2].split()
+    assert head == ["IOPS", "disk", "loop", "kublk-loop", "gadget-file", "kublk-loop", "gadget-file",
+                    "xkublk", "xkublk"]  # fmt: skip
+    assert buffers == ["buffers", "copy", "copy", "auto-zc", "auto-zc", "copy", "auto-zc"]
+    rows = lines_of(text)
+    iops, cpu = rows["4k-randread-qd32"]
+    assert iops == ["10000", "8000", "2800", "1400", "3500", "3150", "0.50x", "0.90x"]
+    assert cpu == ["-", "-", "100", "150", "60", "90", "1.50x", "1.50x"]
+    # a workload the zero-copy rows did not run: no figure, no ratio, and not a failure
+    assert rows["4k-randread-qd1"][0][4:] == ["-", "-", "1.25x", "-"]
+    assert rows["128k-read-qd32"][0][-1] == "1.20x" and rows["128k-read-qd32"][1][-1] == "0.50x"
+    assert "failed" not in text
+
+
+def test_the_summary_keeps_the_copy_ratios_and_adds_one_entry_per_mode() -> None:
+    s = disk.summary(ZC, FULL)
+    assert s["gadget_over_kublk"]["4k-randread-qd32"] == pytest.approx(0.5)  # copy, as before
+    copy, zc = s["by_mode"]["copy"], s["by_mode"]["auto-zc"]
+    assert (copy["gadget"], copy["kublk"]) == ("gadget-file", "kublk-loop")
+    assert (zc["gadget"], zc["kublk"]) == ("gadget-file-autozc", "kublk-loop-autozc")
+    assert zc["gadget_over_kublk"] == pytest.approx({"4k-randread-qd32": 0.9, "128k-read-qd32": 1.2})
+    assert zc["cpu_gadget_over_kublk"] == pytest.approx({"4k-randread-qd32": 1.5, "128k-read-qd32": 0.5})
+    assert len(copy["gadget_over_kublk"]) == len(disk.WORKLOADS)
+
+
+def test_columns_line_up_with_the_zero_copy_rows() -> None:
+    text = disk.table(ZC, FULL, "h").splitlines()
+    row = next(line for line in text if line.strip().startswith("4k-randread-qd32"))
+    for line in text[1:3]:  # the names and the buffers line: every word right-aligned over a cell
+        for word in list(re.finditer(r"\S+", line))[1:]:
+            assert row[word.end() - 1] != " " and (word.end() == len(row) or row[word.end()] == " ")

@@ -54,3 +54,22 @@ def test_a_table_not_measured_says_why_in_both(tmp_path: Path) -> None:
     assert doc["disk"] == {"error": "no disk attached"} and doc["shared_cpu"] == {"error": "skipped (--tables)"}
     assert "disk table: not measured: no disk attached" in text
     assert "shared-CPU table: not measured: skipped (--tables)" in text
+
+
+def test_the_buffer_modes_are_in_the_record_and_the_text(tmp_path: Path) -> None:
+    two = tuple(w for w in WORKLOADS if w.name in ("4k-randread-qd32", "128k-read-qd32"))
+    main = measured(["kublk-null", "gadget-null"], WORKLOADS, 1000)
+    zc = measured(["kublk-null-autozc", "gadget-null-autozc"], two, 2000)
+    main.order += zc.order
+    main.details.update(zc.details)
+    main.cells.update(zc.cells)
+    none = guest.Table(why_not="skipped (--tables)")
+    text = guest.record(args(tmp_path), G, main, none, none, None, {})
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert set(doc["ratios"]["gadget-null-autozc"]) == {"4k-randread-qd32", "128k-read-qd32"}
+    assert doc["ratios"]["gadget-null-autozc"]["128k-read-qd32"]["kublk"] == 1.0
+    assert doc["buffer_modes"]["null"]["128k-read-qd32"]["auto-zc"]["cpu_ratio"] == 1.0
+    assert set(doc["buffer_modes"]["null"]["128k-read-qd32"]) == {"copy", "auto-zc"}
+    assert "buffer modes: each gadget mode against kublk in the same mode" in text
+    assert text.index("buffer modes") < text.index("disk table: not measured")
+    assert "gadget-null-autozc 128k-read-qd32 >= 1.0x kublk-null-autozc" in text
