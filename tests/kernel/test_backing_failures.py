@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,20 +33,28 @@ NULLB = Path("/sys/kernel/config/nullb")
 BAD_SECTORS = (8192, 8199)  # 4 KiB at 4 MiB
 
 
-@pytest.fixture
-def bad_disk() -> Iterator[str]:
-    """A 64 MiB memory-backed null_blk disk whose sectors 8192-8199 fail."""
-    node = NULLB / f"bad{uuid.uuid4().hex[:6]}"
+@contextmanager
+def null_blk(prefix: str, powered: dict[str, str] | None = None, **attrs: str) -> Iterator[str]:
+    """A null_blk disk made through configfs with ``attrs`` (size in MiB, memory_backed,
+    ...), powered on, then given ``powered`` (badblocks); yields its /dev path, and removes
+    it afterwards."""
+    node = NULLB / f"{prefix}{uuid.uuid4().hex[:6]}"
     node.mkdir()
     try:
-        for key, value in (("size", "64"), ("memory_backed", "1"), ("blocksize", "512"),
-                           ("power", "1")):
+        for key, value in {**attrs, "power": "1", **(powered or {})}.items():
             (node / key).write_text(value)
-        (node / "badblocks").write_text(f"+{BAD_SECTORS[0]}-{BAD_SECTORS[1]}")
         yield f"/dev/{node.name}"
     finally:
         (node / "power").write_text("0")
         node.rmdir()
+
+
+@pytest.fixture
+def bad_disk() -> Iterator[str]:
+    """A 64 MiB memory-backed null_blk disk whose sectors 8192-8199 fail."""
+    with null_blk("bad", {"badblocks": f"+{BAD_SECTORS[0]}-{BAD_SECTORS[1]}"}, size="64",
+                  memory_backed="1", blocksize="512") as dev:
+        yield dev
 
 
 def direct(dev: str, offset: int, data: bytes | None = None, length: int = 4096) -> bytes:

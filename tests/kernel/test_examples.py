@@ -24,25 +24,6 @@ EXAMPLE = EXAMPLES / "ramdisk.py"
 MiB = 1 << 20
 
 
-def test_the_ramdisk_example_keeps_what_fio_writes_and_deletes_its_device() -> None:
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "16M"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        dev = proc.stdout.readline().strip() if ready else ""
-        assert dev.startswith("/dev/ublkb"), proc.stderr.read() if proc.poll() is not None else dev
-        assert_verified(fio_verify(dev, size=8 * MiB, bs="64k", iodepth=16, jobs=1), 8 * MiB)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=STOP_TIMEOUT)
-        assert proc.returncode == 0, err
-        assert not os.path.exists(dev)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 @contextmanager
 def example(*args: str) -> Iterator[str]:
     """Run an example server; yield its device; SIGINT must end it with the device gone."""
@@ -83,3 +64,8 @@ def test_the_asyncio_example_serves_a_queue_s_depth_of_requests_at_once(
         print(f"\n  asyncio example, 5 ms per request: QD1 {qd1:.0f} IOPS, QD16 {qd16:.0f}")
     assert qd1 < 200
     assert qd16 > 6 * qd1, (qd1, qd16)
+
+
+def test_the_ramdisk_example_keeps_what_fio_writes_and_deletes_its_device() -> None:
+    with example(str(EXAMPLE), "16M") as dev:
+        assert_verified(fio_verify(dev, size=8 * MiB, bs="64k", iodepth=16, jobs=1), 8 * MiB)

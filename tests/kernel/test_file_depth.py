@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_backing_failures import null_blk
 from test_gadget import Gadget, assert_verified, fio_verify, run
 from test_handover import (
     Fio,
@@ -36,24 +36,15 @@ pytestmark = pytest.mark.ublk
 __all__ = ["no_gadget_left_running", "state_file"]  # fixtures, used by name
 
 MiB = 1 << 20
-NULLB = Path("/sys/kernel/config/nullb")
 LATENCY_NS = 2_000_000
 
 
 @pytest.fixture
 def slow_disk() -> Iterator[str]:
     """A 64 MiB memory-backed null_blk disk that completes every request after 2 ms."""
-    node = NULLB / f"slow{uuid.uuid4().hex[:6]}"
-    node.mkdir()
-    try:
-        for key, value in (("size", "64"), ("memory_backed", "1"), ("blocksize", "4096"),
-                           ("irqmode", "2"), ("completion_nsec", str(LATENCY_NS)),
-                           ("hw_queue_depth", "128"), ("power", "1")):
-            (node / key).write_text(value)
-        yield f"/dev/{node.name}"
-    finally:
-        (node / "power").write_text("0")
-        node.rmdir()
+    with null_blk("slow", size="64", memory_backed="1", blocksize="4096", irqmode="2",
+                  completion_nsec=str(LATENCY_NS), hw_queue_depth="128") as dev:
+        yield dev
 
 
 def randread_iops(dev: str, iodepth: int, seconds: int = 3) -> float:
