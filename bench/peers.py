@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ def _kublk(binary: str, args: list[str], mode: str) -> AbstractContextManager[De
         if not m:
             raise RuntimeError(f"kublk add {' '.join(args)}: no 'dev id' in its output:\n{out}")
         dev_id = m.group(1)
+        pid = None
         try:
             listing = _run([binary, "list", "-n", dev_id])
             pid = _DAEMON_PID.search(listing)
@@ -153,8 +155,22 @@ def _kublk(binary: str, args: list[str], mode: str) -> AbstractContextManager[De
                          int(pid.group(1)) if pid else None)  # fmt: skip
         finally:
             _run([binary, "del", "-n", dev_id])
+            if pid:  # its daemon lets go of the backing file (O_EXCL on a disk) as it exits
+                _wait_gone(int(pid.group(1)))
 
     return made()
+
+
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until process ``pid`` has exited (the next peer may need what it held)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"kublk daemon {pid} still running {timeout_s:g} s after kublk del")
 
 
 def kublk_null(binary: str, mode: str = modes.COPY) -> Peer:
