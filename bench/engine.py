@@ -87,8 +87,8 @@ class _CountingOps:
         self.count.tick(queue)
         return self.inner.queue_io(queue, tag, desc)
 
-    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> None:
-        self.inner.io_done(queue, tag, sub, res, flags)
+    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> int | None:
+        return self.inner.io_done(queue, tag, sub, res, flags)
 
 
 def _gadget(name: str, n: int, backing: str) -> Served:

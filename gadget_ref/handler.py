@@ -180,11 +180,9 @@ class RingRequests:
             self._errors.failed(op, iod.start_sector, iod.nr_sectors, -result)
         return result
 
-    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> None:
+    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> int | None:
         result = self._io.done(queue, tag, sub, res)
-        if result is None:
-            return
-        if result < 0:
+        if result is not None and result < 0:
             iod = queue.descs[tag]
             self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors, -result)
-        queue.complete(tag, result)
+        return result  # the queue commits it (None: more CQEs to come)

@@ -38,7 +38,15 @@ from ublk_bindings.prep import (
 )
 
 from ublk_bindings.buffers import BufferMode
-from ublk_bindings.io_uring import IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_HARDLINK
+from ublk_bindings.io_uring import (
+    IORING_OP_READ,
+    IORING_OP_READ_FIXED,
+    IORING_OP_WRITE,
+    IORING_OP_WRITE_FIXED,
+    IOSQE_CQE_SKIP_SUCCESS,
+    IOSQE_IO_HARDLINK,
+)
+from ublk_bindings.user_data import TARGET_IO  # io_data(tag) of sub-index 0
 
 from ..fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 
@@ -94,6 +102,19 @@ class FileRingIO:
         self._length[tag] = length
         self._done[tag] = 0
         self._retries[tag] = 0
+        if (op == UBLK_IO_OP_READ or op == UBLK_IO_OP_WRITE) and not self.register:
+            # the hot path, written out: one SQE, no call but the ring's
+            read = op == UBLK_IO_OP_READ
+            rw_flags = 0 if read or not op_flags & UBLK_IO_F_FUA else os.RWF_DSYNC
+            if self.fixed:
+                queue.ring.prep(IORING_OP_READ_FIXED if read else IORING_OP_WRITE_FIXED,
+                                self.fd, 0, length, offset, TARGET_IO | tag, op_flags=rw_flags,
+                                buf_index=queue.buf_index(tag))
+            else:
+                queue.ring.prep(IORING_OP_READ if read else IORING_OP_WRITE, self.fd,
+                                queue.buffer_address(tag), length, offset, TARGET_IO | tag,
+                                op_flags=rw_flags)
+            return None
         return self._issue(queue, tag)
 
     def _issue(self, queue: Queue, tag: int) -> int | None:

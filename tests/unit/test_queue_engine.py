@@ -571,6 +571,45 @@ def test_an_async_target_gets_each_cqe_in_io_done_and_is_committed_when_it_compl
             (IORING_OP_READ, 7, queue.buffer_address(2) + 2048, 2048, 10240)]
 
 
+class ReturningTarget(RingTarget):
+    """As RingTarget, but io_done returns the result instead of calling complete(); with
+    ``twice``, each request queues two reads and (wrongly) returns a result for each."""
+
+    def __init__(self, twice: bool = False) -> None:
+        super().__init__()
+        self.twice = twice
+
+    def queue_io(self, queue: Queue, tag: int, desc: ublksrv_io_desc) -> int | None:
+        super().queue_io(queue, tag, desc)
+        if self.twice:
+            prep_read(queue.ring, queue.io_data(tag, 1), 7, queue.buffer_address(tag), 4096, 0)
+        return None
+
+    def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> int | None:
+        self.done.append((tag, sub, res, flags))
+        return res
+
+
+def test_a_result_io_done_returns_is_committed_as_complete_would() -> None:
+    target = ReturningTarget()
+    kernel = FakeKernel([ok(0), ok(1)], [io(1, 0, -errno.EIO), io(0, 0, 4096)], abort_all())
+    with make_queue(target, kernel) as queue:
+        queue.run()
+        assert kernel.commits() == [(1, -errno.EIO), (0, 4096)]
+        assert queue.in_flight == 0
+
+
+def test_a_result_for_a_tag_not_in_flight_is_reported_not_committed() -> None:
+    reported: list[BaseException] = []
+    target = ReturningTarget(twice=True)
+    kernel = FakeKernel([ok(0)], [io(0, 0, 4096), io(0, 1, 4096)], abort_all())
+    with make_queue(target, kernel, on_error=reported.append) as queue:
+        queue.run()
+        assert kernel.commits() == [(0, 4096)]
+        [stray] = reported
+        assert isinstance(stray, ValueError) and "tag 0 completed but not in flight" in str(stray)
+
+
 # -- complete() from other threads ---------------------------------------------------------
 
 
