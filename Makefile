@@ -12,6 +12,8 @@ SUITES := sid trixie
 KERNEL_TIMEOUT := 2400
 # What the VM stages run; narrow it while working: make kernel-sid KERNEL_TESTS=tests/kernel/test_io.py
 KERNEL_TESTS := tests/kernel
+# The VM's real disk (/dev/vda, virtio-blk over a filled host file) for the file target at depth
+TEST_DISK := 128M
 APT_PACKAGES := qemu-system-x86 busybox-static fio e2fsprogs xz-utils zstd cpio gcc make \
 	python3 python3-venv
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -87,5 +89,6 @@ unit: setup
 
 $(SUITES:%=kernel-%): kernel-%: setup
 	$(call banner,kernel tests in the VM: Debian $*)
-	@$(with_liburing) $(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) -- \
+	@$(with_liburing) $(call pytest_stage,$(PY) -m testbed run --kernel $* --timeout $(KERNEL_TIMEOUT) \
+		--disk $(TEST_DISK) -- \
 		$(PY) -m pytest -rfEs -m ublk $(KERNEL_TESTS),kernel tests on $*)

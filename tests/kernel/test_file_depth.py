@@ -11,6 +11,7 @@ nothing under fio verify.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -45,6 +46,24 @@ def slow_disk() -> Iterator[str]:
     with null_blk("slow", size="64", memory_backed="1", blocksize="4096", irqmode="2",
                   completion_nsec=str(LATENCY_NS), hw_queue_depth="128") as dev:
         yield dev
+
+
+@pytest.fixture
+def virtio_disk() -> str:
+    """The test bed's real disk (``testbed run --disk``: virtio-blk over a host file)."""
+    disk = os.environ.get("UBLK_TESTBED_DISK")
+    if not disk:
+        if os.environ.get("UBLK_REQUIRE_DRIVER") == "1":
+            pytest.fail("no UBLK_TESTBED_DISK: the VM was booted without --disk")
+        pytest.skip("no test-bed disk (python -m testbed run --disk SIZE)")
+    return disk
+
+
+@pytest.mark.parametrize("buffers", ["copy", "auto"])
+def test_fio_verify_at_depth_on_the_virtio_disk(virtio_disk: str, buffers: str) -> None:
+    with Gadget(f"file,path={virtio_disk},queues=1,depth=64,buffers={buffers}") as g:
+        assert_verified(fio_verify(g.dev(), size=32 * MiB, bs="4k", iodepth=32, jobs=1),
+                        32 * MiB)
 
 
 def randread_iops(dev: str, iodepth: int, seconds: int = 3) -> float:
