@@ -1,14 +1,16 @@
 """The per-queue engine on ``/dev/ublkcN``: one thread, one io_uring, one target.
 
-Copy mode: every tag owns a page-aligned buffer whose address it hands the driver with
+Where a request's data lives is the device's buffer mode (:mod:`ublk_bindings.buffers`): in
+copy mode every tag owns a page-aligned buffer whose address it hands the driver with
 FETCH_REQ; for a WRITE the driver copies the data in before the completion, for a READ it
-copies our data out when we COMMIT. The driver describes each request in a read-only shared
+copies our data out when we COMMIT.  The driver describes each request in a read-only shared
 array of ``ublksrv_io_desc``, one per tag, mmapped from the char device.
 
 A queue's life: FETCH_REQ for every tag; then per wake-up, a batch of completions.  A ready
 tag goes to the target's ``queue_io``, which either returns the result at once or starts I/O
-and calls :meth:`Queue.complete` later: from ``io_done`` when the CQE of an SQE it queued on
-this ring comes back, or from any other thread.  Each completed tag is committed with
+and completes it later: from ``io_done`` (returning the result, or calling
+:meth:`Queue.complete`) when the CQE of an SQE it queued on this ring comes back, or with
+:meth:`Queue.complete` from any other thread.  Each completed tag is committed with
 COMMIT_AND_FETCH_REQ, all of a batch submitted together with the next wait.  A completion
 of ``UBLK_IO_RES_ABORT`` means the tag is closed (STOP_DEV, QUIESCE_DEV, the device going
 away); the queue ends when all its tags are.
@@ -33,7 +35,13 @@ from types import TracebackType
 from typing import Protocol, Union, runtime_checkable
 
 from . import user_data as ud
-from .buffers import MAX_USER_COPY_BYTES, BufferMode, auto_buf_reg_addr, buffer_mode, user_copy_offset
+from .buffers import (
+    MAX_USER_COPY_BYTES,
+    BufferMode,
+    auto_buf_reg_addr,
+    buffer_mode,
+    user_copy_offset,
+)
 from .errors import UblkError, UblkTimeout
 from .io_uring import (
     IORING_OP_READ,
@@ -62,6 +70,7 @@ from .ublk_cmd import (
     UBLK_U_IO_UNREGISTER_IO_BUF,
     UBLKSRV_CMD_BUF_OFFSET,
     ublksrv_ctrl_dev_info,
+    ublksrv_get_op,
     ublksrv_io_cmd,
     ublksrv_io_desc,
 )
@@ -362,7 +371,7 @@ class Queue:
     def _copy_out(self, tag: int, result: int) -> int:
         """A READ's data, ``result`` bytes, to the driver before its COMMIT; the result, or
         ``-errno`` when the copy failed."""
-        if self.descs[tag].op_flags & 0xFF != UBLK_IO_OP_READ:
+        if ublksrv_get_op(self.descs[tag]) != UBLK_IO_OP_READ:
             return result
         try:
             put = os.pwritev(self._fd, [self.buffers[tag][:result]],
@@ -489,7 +498,7 @@ class Queue:
                             continue  # kicked: the kernel requeues it when we let go
                         busy[tag] = True
                         desc = descs[tag]
-                        if user_copy and desc.op_flags & 0xFF == UBLK_IO_OP_WRITE:
+                        if user_copy and ublksrv_get_op(desc) == UBLK_IO_OP_WRITE:
                             err = self._copy_in(tag, desc)
                             if err:
                                 self.complete(tag, err)
