@@ -25,23 +25,6 @@ REFERENCES = ("null_blk", "loop", "kublk")
 Results = Mapping[str, Mapping[str, "Result | str"]]
 
 
-@dataclass(frozen=True)
-class Target:
-    """One of the issue's goals: ``gadget`` / ``peer`` on ``workload`` must reach ``minimum``."""
-
-    gadget: str
-    peer: str
-    workload: str
-    minimum: float
-
-
-TARGETS = (
-    Target("gadget-null", "kublk-null", "4k-randread-qd32", 0.9),
-    Target("gadget-file", "kublk-loop", "128k-read-qd32", 0.9),
-)
-MAX_STALL_S = 0.5
-
-
 def reference_name(gadget: str, reference: str) -> str:
     return KUBLK_PEER[gadget] if reference == "kublk" else reference
 
@@ -85,28 +68,6 @@ def ratios(results: Results, workloads: tuple[Workload, ...]) -> dict[str, dict[
         for g in KUBLK_PEER
         if g in results
     }
-
-
-def target_checks(results: Results, stall_s: float | None) -> list[dict[str, Any]]:
-    """Each goal with its measured value and whether it is met (None: not measured)."""
-    checks: list[dict[str, Any]] = []
-    for t in TARGETS:
-        r = ratio(results, t.gadget, t.peer, t.workload)
-        checks.append(
-            {
-                "goal": f"{t.gadget} {t.workload} >= {t.minimum}x {t.peer}",
-                "value": r,
-                "met": None if r is None else r >= t.minimum,
-            }
-        )
-    checks.append(
-        {
-            "goal": f"handover stall < {MAX_STALL_S} s",
-            "value": stall_s,
-            "met": None if stall_s is None else stall_s < MAX_STALL_S,
-        }
-    )
-    return checks
 
 
 def fmt_ratio(r: float | None) -> str:
