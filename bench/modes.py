@@ -1,28 +1,29 @@
 """Buffer modes: where a request's data lives, and which kublk peer serves in the same mode.
 
 A gadget device is told its mode with the SPEC key ``buffers=`` (``copy``, ``user-copy``,
-``auto-zc``; without it, ``auto`` picks zero copy where the kernel and target allow); kublk
-takes it as an option of ``kublk add`` (none, ``-u``, ``--auto_zc``).  Every peer of ours states
-its mode, so a gadget row is always divided by the kublk row of the same mode: copy against
-copy, zero copy against zero copy.  kublk's ``-z`` (explicit REGISTER_IO_BUF) and ``-b``
-(batch) have no gadget counterpart and are not measured.
+``zero-copy``, ``auto-zc``; without it, ``auto`` picks zero copy where the kernel and target
+allow); kublk takes it as an option of ``kublk add`` (none, ``-u``, ``-z``, ``--auto_zc``).
+Every peer of ours states its mode, so a gadget row is always divided by the kublk row of the
+same mode: copy against copy, zero copy against zero copy.  kublk's ``-b`` (batch) has no
+gadget counterpart and is not measured.
 
 Peer names: the copy rows keep their old names (``gadget-null``, ``kublk-loop``); the other
-modes add a suffix (``gadget-null-autozc``, ``gadget-null-usercopy``, ``kublk-null-autozc``,
-``kublk-null-u``).
+modes add a suffix (``gadget-null-autozc``, ``gadget-file-zc``, ``gadget-null-usercopy``,
+``kublk-null-autozc``, ``kublk-loop-z``, ``kublk-null-u``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-COPY, USER_COPY, AUTO_ZC = "copy", "user-copy", "auto-zc"
+COPY, USER_COPY, ZERO_COPY, AUTO_ZC = "copy", "user-copy", "zero-copy", "auto-zc"
 #: The modes both servers have, in the order tables list them.
-MODES = (COPY, USER_COPY, AUTO_ZC)
+MODES = (COPY, USER_COPY, ZERO_COPY, AUTO_ZC)
 #: ``kublk add`` options of each mode (before the backing file).
-KUBLK_OPTIONS: dict[str, tuple[str, ...]] = {COPY: (), USER_COPY: ("-u",), AUTO_ZC: ("--auto_zc",)}
-KUBLK_SUFFIX = {COPY: "", USER_COPY: "-u", AUTO_ZC: "-autozc"}
-GADGET_SUFFIX = {COPY: "", USER_COPY: "-usercopy", AUTO_ZC: "-autozc"}
+KUBLK_OPTIONS: dict[str, tuple[str, ...]] = {COPY: (), USER_COPY: ("-u",), ZERO_COPY: ("-z",),
+                                             AUTO_ZC: ("--auto_zc",)}
+KUBLK_SUFFIX = {COPY: "", USER_COPY: "-u", ZERO_COPY: "-z", AUTO_ZC: "-autozc"}
+GADGET_SUFFIX = {COPY: "", USER_COPY: "-usercopy", ZERO_COPY: "-zc", AUTO_ZC: "-autozc"}
 #: The kublk target doing the same job as each gadget target.
 KUBLK_TARGET = {"null": "null", "mem": "null", "file": "loop"}
 
@@ -60,6 +61,7 @@ class Pair:
 MAIN_PAIRS = (
     Pair("null", COPY), Pair("mem", COPY), Pair("file", COPY),
     Pair("null", AUTO_ZC), Pair("file", AUTO_ZC),
+    Pair("file", ZERO_COPY),
     Pair("null", USER_COPY),
 )  # fmt: skip
 #: The disk table's: the file servers in copy and zero-copy mode.

@@ -13,7 +13,12 @@ import pytest
 
 from bench import disk, fio, gadget, guest, modes, peers, report, rounds, shared
 from bench.fio import Result, Workload
-from ublk_bindings.ublk_cmd import UBLK_F_AUTO_BUF_REG, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY
+from ublk_bindings.ublk_cmd import (
+    UBLK_F_AUTO_BUF_REG,
+    UBLK_F_BATCH_IO,
+    UBLK_F_SUPPORT_ZERO_COPY,
+    UBLK_F_USER_COPY,
+)
 from ublk_gadget import spec as gadget_spec
 
 G = peers.Geometry(256 << 20, 1, 64, "/tmp/bench-backing.img")
@@ -22,9 +27,10 @@ G = peers.Geometry(256 << 20, 1, 64, "/tmp/bench-backing.img")
 def test_peer_names_carry_the_mode_and_copy_keeps_the_old_names() -> None:
     assert [p.gadget for p in modes.MAIN_PAIRS] == [
         "gadget-null", "gadget-mem", "gadget-file", "gadget-null-autozc", "gadget-file-autozc",
-        "gadget-null-usercopy"]  # fmt: skip
+        "gadget-file-zc", "gadget-null-usercopy"]  # fmt: skip
     assert [p.kublk for p in modes.MAIN_PAIRS] == [
-        "kublk-null", "kublk-null", "kublk-loop", "kublk-null-autozc", "kublk-loop-autozc", "kublk-null-u"]  # fmt: skip
+        "kublk-null", "kublk-null", "kublk-loop", "kublk-null-autozc", "kublk-loop-autozc",
+        "kublk-loop-z", "kublk-null-u"]  # fmt: skip
     assert [(p.gadget, p.kublk) for p in modes.DISK_PAIRS] == [
         ("gadget-file", "kublk-loop"), ("gadget-file-autozc", "kublk-loop-autozc")]  # fmt: skip
 
@@ -33,7 +39,7 @@ def test_each_gadget_is_paired_with_kublk_in_its_own_mode() -> None:
     assert report.KUBLK_PEER == {
         "gadget-null": "kublk-null", "gadget-mem": "kublk-null", "gadget-file": "kublk-loop",
         "gadget-null-autozc": "kublk-null-autozc", "gadget-file-autozc": "kublk-loop-autozc",
-        "gadget-null-usercopy": "kublk-null-u",
+        "gadget-file-zc": "kublk-loop-z", "gadget-null-usercopy": "kublk-null-u",
     }  # fmt: skip
     for p in modes.MAIN_PAIRS:
         assert modes.mode_of(p.gadget) == modes.mode_of(p.kublk) == p.mode
@@ -47,7 +53,7 @@ def test_mode_and_base_name_of_a_peer() -> None:
     assert modes.base_name("disk", modes.DISK_PAIRS) == "disk"
     assert modes.not_copy(modes.MAIN_PAIRS) == [
         "kublk-null-autozc", "gadget-null-autozc", "kublk-loop-autozc", "gadget-file-autozc",
-        "kublk-null-u", "gadget-null-usercopy"]  # fmt: skip
+        "kublk-loop-z", "gadget-file-zc", "kublk-null-u", "gadget-null-usercopy"]  # fmt: skip
 
 
 def test_the_main_table_has_every_pair_and_knows_how_to_make_each_peer() -> None:
@@ -70,12 +76,13 @@ def test_every_gadget_spec_states_its_mode_and_the_gadget_accepts_it(pair: modes
 
 
 def test_kublk_options_match_the_gadget_modes() -> None:
-    assert modes.KUBLK_OPTIONS == {"copy": (), "user-copy": ("-u",), "auto-zc": ("--auto_zc",)}
+    assert modes.KUBLK_OPTIONS == {"copy": (), "user-copy": ("-u",), "zero-copy": ("-z",),
+                                   "auto-zc": ("--auto_zc",)}
     assert peers.served_mode(0) == "copy"
     assert peers.served_mode(UBLK_F_AUTO_BUF_REG) == "auto-zc"
     assert peers.served_mode(UBLK_F_USER_COPY) == "user-copy"
-    # kublk -z (explicit zero copy) is none of the modes the tables pair
-    assert peers.served_mode(UBLK_F_SUPPORT_ZERO_COPY) not in modes.MODES
+    assert peers.served_mode(UBLK_F_SUPPORT_ZERO_COPY) == "zero-copy"  # kublk -z
+    assert peers.served_mode(UBLK_F_BATCH_IO) not in modes.MODES  # kublk -b: not paired
 
 
 class FakeKublk:
@@ -106,16 +113,20 @@ def test_kublk_is_added_with_its_modes_option_and_says_its_mode(
 ) -> None:
     fake = FakeKublk(flags)
     monkeypatch.setattr(peers, "_run", fake)
+    waited: list[int] = []
+    monkeypatch.setattr(peers, "_wait_gone", waited.append)
     with peers.kublk("/kublk", target, mode)(G) as dev:
         assert dev.path == "/dev/ublkb7" and dev.server_pid == 4242
         assert dev.detail == f"kublk add {' '.join(args)} (buffers: {mode})"
     assert fake.calls[0] == ["/kublk", "add", *args]
     assert fake.calls[-1] == ["/kublk", "del", "-n", "7"]
+    assert waited == [4242]  # its daemon is gone before the next peer opens the backing file
 
 
 def test_a_kublk_device_in_another_mode_fails_to_start_and_is_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKublk(0)  # asked for --auto_zc, the driver gave copy
     monkeypatch.setattr(peers, "_run", fake)
+    monkeypatch.setattr(peers, "_wait_gone", lambda pid: None)
     with pytest.raises(RuntimeError, match="asked for buffer mode auto-zc, the device is served in copy"):
         with peers.kublk_null("/kublk", modes.AUTO_ZC)(G):
             pass  # pragma: no cover
@@ -124,6 +135,7 @@ def test_a_kublk_device_in_another_mode_fails_to_start_and_is_deleted(monkeypatc
 
 def test_a_kublk_listing_without_flags_is_taken_on_trust(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peers, "_run", FakeKublk(None))
+    monkeypatch.setattr(peers, "_wait_gone", lambda pid: None)
     with peers.kublk_loop("/kublk", modes.AUTO_ZC)(G) as dev:
         assert dev.detail.endswith("(buffers: auto-zc?)")
 
@@ -185,7 +197,8 @@ def test_every_gadget_peer_of_every_table_is_in_copy_or_its_named_mode(monkeypat
     assert "buffers=user-copy" in by_log["gadget-null-usercopy.log"]
     # the shared table's two gadgets (1 and 2 queues) are up at once: each has its own log, in copy mode
     assert "buffers=copy" in by_log["gadget-null-q1.log"] and "buffers=copy" in by_log["gadget-null-q2.log"]
-    assert len(served) == 6 + 2 + 2  # main, disk, shared
+    assert "buffers=zero-copy" in by_log["gadget-file-zc.log"]
+    assert len(served) == 7 + 2 + 2  # main, disk, shared
     assert len(by_log) == len(served) - 2  # the disk table's names are the main table's (in their own log dir)
 
 
