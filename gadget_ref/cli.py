@@ -21,7 +21,15 @@ from . import daemon, faults
 from .adopt import DEFAULT_DEADLINE_S, AdoptError
 from .backing import DEFAULT_MEMORY_DIR
 from .handover import parse_duration
-from .spec import DEFAULT_BLOCK_SIZE, DEFAULT_DEPTH, DEFAULT_QUEUES, KEYS, SpecError, parse_spec
+from .spec import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_DEPTH,
+    DEFAULT_QUEUES,
+    DEFAULT_RECONNECT_S,
+    KEYS,
+    SpecError,
+    parse_spec,
+)
 from .state import StateError
 from .targets import KINDS, TargetError
 
@@ -33,6 +41,9 @@ EXIT_USAGE = 2
 KEY_HELP = {
     "size": ("size=N", "bytes, with K/M/G/T suffixes"),
     "path": ("path=P", "the file or block device"),
+    "uri": ("uri=U", "nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, ..."),
+    "reconnect": ("reconnect=S", "seconds lost requests are retried on new connections "
+                  f"before EIO (default {DEFAULT_RECONNECT_S})"),
     "queues": ("queues=N", f"hardware queues, one thread each         (default {DEFAULT_QUEUES})"),
     "depth": ("depth=N", f"requests in flight per queue, 1..4096    (default {DEFAULT_DEPTH})"),
     "block_size": ("block_size=N",

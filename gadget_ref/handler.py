@@ -87,8 +87,12 @@ class RingIO(Protocol):
 
     ``start`` queues the SQEs of one request, or returns its result when there is nothing to
     queue; ``done`` takes each of their CQEs and returns the request's result once it is
-    finished (None: more I/O is on its way for it).
+    finished (None: more I/O is on its way for it).  A CQE may also finish requests of other
+    tags (a network target's socket poll): it appends their ``(tag, result)`` to
+    ``finished``, which the caller empties after each call.
     """
+
+    finished: list[tuple[int, int]]
 
     def start(self, queue: Queue, tag: int, op: int, op_flags: int, offset: int,
               length: int) -> int | None: ...
@@ -154,10 +158,11 @@ class RingRequests:
     completed when it says its CQEs are all back.
     """
 
-    __slots__ = ("_io", "_size", "_writable", "_errors")
+    __slots__ = ("_io", "_size", "_writable", "_errors", "_finished")
 
     def __init__(self, ring_io: RingIO, target: Target, errors: IOErrors | None = None) -> None:
         self._io = ring_io
+        self._finished = ring_io.finished
         self._size = target.size
         self._writable = not target.read_only
         self._errors = errors if errors is not None else IOErrors()
@@ -178,6 +183,8 @@ class RingRequests:
             result = -(e.errno or errno.EIO)
         if result is not None and result < 0:
             self._errors.failed(op, iod.start_sector, iod.nr_sectors, -result)
+        if self._finished:
+            self._complete_finished(queue)
         return result
 
     def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> int | None:
@@ -185,4 +192,16 @@ class RingRequests:
         if result is not None and result < 0:
             iod = queue.descs[tag]
             self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors, -result)
+        if self._finished:
+            self._complete_finished(queue)
         return result  # the queue commits it (None: more CQEs to come)
+
+    def _complete_finished(self, queue: Queue) -> None:
+        """Commit the requests of other tags that the last call finished."""
+        for tag, result in self._finished:
+            if result < 0:
+                iod = queue.descs[tag]
+                self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors,
+                                    -result)
+            queue.complete(tag, result)
+        self._finished.clear()

@@ -24,11 +24,15 @@ TARGETS = tuple(KINDS)
 DEFAULT_QUEUES = 1
 DEFAULT_DEPTH = 64
 DEFAULT_BLOCK_SIZE = 512
+DEFAULT_RECONNECT_S = 30
+"""How long requests wait for a lost network server before they fail with EIO: the SCSI
+layer's default command timeout, which is what a Linux user expects a disk to give."""
+MAX_RECONNECT_S = 24 * 3600
 BLOCK_SIZES = (512, 4096)
 MAX_SIZE = (1 << 63) - 1
 """The largest size= Linux can serve: a block device's byte offsets are signed 64-bit."""
 
-TARGET_KEYS = ("path", "size")
+TARGET_KEYS = ("path", "size", "uri", "reconnect")
 """The keys a target may take (``TargetKind.keys``): DeviceSpec has a field for each."""
 DEVICE_KEYS = ("queues", "depth", "block_size", "read_only", "buffers")
 """The keys every target takes: the queue geometry and the device's attributes."""
@@ -54,6 +58,10 @@ class DeviceSpec:
     target: str
     size: int | None = None  # bytes; None where size= is optional (file): the backing's size
     path: str | None = None
+    uri: str | None = None
+    """An NBD URI (nbd target): whatever libnbd's ``nbd_connect_uri`` takes."""
+    reconnect: int = DEFAULT_RECONNECT_S
+    """Seconds a network target retries lost requests on new connections before EIO."""
     queues: int = DEFAULT_QUEUES
     depth: int = DEFAULT_DEPTH
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -77,8 +85,12 @@ class DeviceSpec:
         parts = [self.target]
         if self.path is not None:
             parts.append(f"path={self.path}")
+        if self.uri is not None:
+            parts.append(f"uri={self.uri}")
         if self.size is not None:
             parts.append(f"size={self.size}")
+        if self.reconnect != DEFAULT_RECONNECT_S:
+            parts.append(f"reconnect={self.reconnect}")
         parts += [f"queues={self.queues}", f"depth={self.depth}", f"block_size={self.block_size}"]
         if self.read_only:
             parts.append("read_only=1")
@@ -175,6 +187,9 @@ def _parse(text: str) -> DeviceSpec:
         target=target,
         size=size,
         path=values.get("path"),
+        uri=values.get("uri"),
+        reconnect=_int_in("reconnect", values.get("reconnect", str(DEFAULT_RECONNECT_S)), 0,
+                          MAX_RECONNECT_S),
         queues=_int_in("queues", values.get("queues", str(DEFAULT_QUEUES)), 1, UBLK_MAX_NR_QUEUES),
         depth=_int_in("depth", values.get("depth", str(DEFAULT_DEPTH)), 1, UBLK_MAX_QUEUE_DEPTH),
         block_size=block_size,

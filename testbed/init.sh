@@ -49,6 +49,9 @@ fi
 mount -t 9p -o "$p9" testbedout "$R$TESTBED_OUT" || fail "cannot mount $TESTBED_OUT"
 mount -t configfs configfs $R/sys/kernel/config || fail "cannot mount configfs"
 
+# The loopback interface, for servers and clients in the guest (NBD over TCP on 127.0.0.1).
+ifconfig lo 127.0.0.1 up || fail "cannot bring up lo"
+
 cp /ctl/cmd.sh $R/run/testbed-cmd.sh
 chroot $R /bin/sh /run/testbed-cmd.sh </dev/null >/dev/ttyS0 2>&1
 echo $? >/ctl/status

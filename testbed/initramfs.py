@@ -39,6 +39,7 @@ MODULES = (
     Module("ublk_drv"),
     Module("null_blk", "nr_devices=0"),  # none until a test or benchmark makes one in configfs
     Module("loop"),
+    Module("nbd"),  # the kernel's NBD client: the bench's peer of the gadget's nbd target
     Module("ext4"),  # mkfs.ext4 + mount on gadget devices (tests/kernel/test_gadget.py)
     # ext4's checksums before Linux 6.15 go through the crypto API's "crc32c" (later kernels
     # call the crc32c library, built in): without it mount fails with "Cannot load crc32c".

@@ -16,6 +16,7 @@ from .io_uring import (
     IORING_OP_READ,
     IORING_OP_READ_FIXED,
     IORING_OP_READV,
+    IORING_OP_TIMEOUT,
     IORING_OP_WRITE,
     IORING_OP_WRITE_FIXED,
     IORING_OP_WRITEV,
@@ -23,7 +24,7 @@ from .io_uring import (
 from .ring import Ring
 
 __all__ = ["prep_read", "prep_write", "prep_readv", "prep_writev", "prep_read_fixed",
-           "prep_write_fixed", "prep_fsync", "prep_fallocate", "prep_poll_add"]
+           "prep_write_fixed", "prep_fsync", "prep_fallocate", "prep_poll_add", "prep_timeout"]
 
 
 def prep_read(ring: Ring, user_data: int, fd: int, addr: int, nbytes: int, offset: int,
@@ -77,3 +78,11 @@ def prep_fallocate(ring: Ring, user_data: int, fd: int, mode: int, offset: int,
 def prep_poll_add(ring: Ring, user_data: int, fd: int, events: int) -> None:
     """One-shot poll for ``events`` (``select.POLLIN``, ...); the CQE's res is the revents."""
     ring.prep(IORING_OP_POLL_ADD, fd, 0, 0, 0, user_data, op_flags=events)
+
+
+def prep_timeout(ring: Ring, user_data: int, timespec: int, count: int = 0,
+                 flags: int = 0) -> None:
+    """A timer: completes with -ETIME once the ``__kernel_timespec`` at address ``timespec``
+    (``liburing.KernelTimespec``, kept alive until then) has passed, or with 0 after ``count``
+    other completions (0: only the time counts)."""
+    ring.prep(IORING_OP_TIMEOUT, -1, timespec, 1, count, user_data, op_flags=flags)

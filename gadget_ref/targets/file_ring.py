@@ -71,7 +71,7 @@ _LINKED = IOSQE_IO_HARDLINK  # the next SQE runs even if this one fails: always 
 class FileRingIO:
     """One queue's file I/O in flight; per tag: the op, its range, the bytes done so far."""
 
-    __slots__ = ("target", "fd", "fixed", "register", "_op", "_op_flags", "_offset",
+    __slots__ = ("target", "fd", "fixed", "register", "finished", "_op", "_op_flags", "_offset",
                  "_length", "_done", "_retries", "_pending", "_rw_res", "_reg_err")
 
     def __init__(self, target: FileTarget, depth: int, mode: BufferMode = BufferMode.COPY
@@ -84,6 +84,7 @@ class FileRingIO:
         self.fd = target.fd
         self.fixed = mode.zero_copy
         self.register = mode is BufferMode.ZERO_COPY
+        self.finished: list[tuple[int, int]] = []  # stays empty: a CQE finishes its own tag
         self._pending = [0] * depth  # CQEs still due for the linked SQEs (zero-copy)
         self._rw_res = [0] * depth
         self._reg_err = [0] * depth

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 class _Untouched:
     """The null target's zero-copy requests: done at once, all bytes, nothing queued."""
 
+    def __init__(self) -> None:
+        self.finished: list[tuple[int, int]] = []
+
     def start(self, queue: Queue, tag: int, op: int, op_flags: int, offset: int,
               length: int) -> int:
         return length

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from . import file, mem, null
+from . import file, mem, nbd, null
 from .base import Target, TargetError
 from .kind import TargetKind
 
@@ -34,6 +34,7 @@ KINDS = _by_name(
     null.KIND,
     mem.KIND,
     file.KIND,
+    nbd.KIND,
 )
 
 

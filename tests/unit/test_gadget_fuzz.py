@@ -27,13 +27,16 @@ from ublk_gadget.backing import Backing
 from ublk_gadget.owner import ProcessIdentity
 from ublk_gadget.spec import (
     BLOCK_SIZES,
+    DEFAULT_RECONNECT_S,
     KEYS,
+    MAX_RECONNECT_S,
     MAX_SIZE,
     TARGETS,
     DeviceSpec,
     SpecError,
     parse_spec,
 )
+from ublk_gadget.targets import KINDS
 from ublk_gadget.state import (
     STATE_FORMAT,
     DaemonState,
@@ -59,7 +62,8 @@ ANY_TEXT = st.text(ANY_CHAR, max_size=40)
 #: Pieces a SPEC is made of, and look-alikes of them: the Kelvin sign folds to "k", "١" and
 #: "１" are digits to int() but not to [0-9], and numbers too long for int() to convert.
 SPEC_TOKENS = st.sampled_from(
-    ["null", "mem", "file", ",", ",", "=", "=", "size", "path", "queues", "depth",
+    ["null", "mem", "file", "nbd", ",", ",", "=", "=", "size", "path", "uri", "reconnect",
+     "queues", "depth",
      "block_size", "read_only", "0", "1", "00", "512", "4096", "64", "4K", "K", "k", "M", "m",
      "G", "g", "T", "t", "P", "\u212a", "\u0130", "\u017f", "ß", "١", "１", " ", "\t", "\n",
      "\x00", "\ud800", "é", "-", "+", "0x10", "1_000", "1.5", "/", "/tmp/disk.img",
@@ -90,6 +94,9 @@ def _size_text(draw: st.DrawFn, size: int) -> str:
            f"{draw(pad)}"
 
 
+#: Targets whose size= may be left out: the file's or the export's size.
+SIZED_BY_BACKING = ("file", "nbd")
+
 #: A path a SPEC can carry: no comma, nothing strip() would take off, not empty.
 SPEC_PATHS = st.text(ANY_CHAR, min_size=1, max_size=30).filter(
     lambda t: "," not in t and t.strip() == t and bool(t))
@@ -102,12 +109,15 @@ def device_specs(draw: st.DrawFn, resolved: bool = False) -> DeviceSpec:
     block_size = draw(st.sampled_from(BLOCK_SIZES))
     blocks = draw(st.one_of(st.integers(1, 1 << 24), st.integers(1, MAX_SIZE // block_size)))
     size: int | None = blocks * block_size
-    if target == "file" and not resolved and draw(st.booleans()):
+    if target in SIZED_BY_BACKING and not resolved and draw(st.booleans()):
         size = None
     return DeviceSpec(
         target=target,
         size=size,
         path=draw(SPEC_PATHS) if target == "file" else None,
+        uri=draw(SPEC_PATHS) if target == "nbd" else None,
+        reconnect=draw(st.integers(0, MAX_RECONNECT_S)) if target == "nbd"
+        else DEFAULT_RECONNECT_S,
         queues=draw(st.integers(1, UBLK_MAX_NR_QUEUES)),
         depth=draw(st.integers(1, UBLK_MAX_QUEUE_DEPTH)),
         block_size=block_size,
@@ -125,6 +135,10 @@ def spec_texts(draw: st.DrawFn) -> tuple[DeviceSpec, str, list[str]]:
     items: dict[str, str] = {}
     if spec.path is not None:
         items["path"] = spec.path
+    if spec.uri is not None:
+        items["uri"] = spec.uri
+    if spec.target == "nbd" and (spec.reconnect != DEFAULT_RECONNECT_S or draw(st.booleans())):
+        items["reconnect"] = str(spec.reconnect)
     if spec.size is not None:
         items["size"] = _size_text(draw, spec.size)
     for key, value, default in (("queues", spec.queues, 1), ("depth", spec.depth, 64),
@@ -175,10 +189,11 @@ def check_spec(text: str) -> DeviceSpec | None:
     assert spec.block_size in BLOCK_SIZES
     assert 1 <= spec.queues <= UBLK_MAX_NR_QUEUES and 1 <= spec.depth <= UBLK_MAX_QUEUE_DEPTH
     if spec.size is None:
-        assert spec.target == "file"
+        assert spec.target in SIZED_BY_BACKING
     else:
         assert 0 < spec.size <= MAX_SIZE and spec.size % spec.block_size == 0
     assert (spec.path is not None) == (spec.target == "file")
+    assert (spec.uri is not None) == (spec.target == "nbd")
     assert parse_spec(str(spec)) == spec
     return spec
 
@@ -203,9 +218,11 @@ def test_any_values_of_the_keys_are_a_spec_or_a_spec_error(
 ) -> None:
     """Every key with any value; a size and path where missing, so that the values (not the
     missing keys) are what is judged; and maybe a key given twice or an unknown one."""
-    values = {"size": "1M", "path": "/x"} | values
+    values = {"size": "1M", "path": "/x", "uri": "nbd://x/"} | values
     if target != "file":
         values.pop("path")
+    if target != "nbd":
+        values.pop("uri")
     check_spec(",".join([target, *(f"{k}={v}" for k, v in [*values.items(), *more])]))
 
 
@@ -312,7 +329,7 @@ def owners(draw: st.DrawFn) -> ProcessIdentity:
 def devices(draw: st.DrawFn, dev_id: int) -> DeviceState:
     spec = draw(device_specs(resolved=True))
     backing = None
-    if spec.target != "null":
+    if KINDS[spec.target].has_backing:
         backing = Backing(path="/" + draw(ANY_TEXT), dev=draw(UINT), ino=draw(UINT))
     return DeviceState.of(dev_id, spec, flags=draw(UINT), backing=backing)
 

@@ -14,7 +14,7 @@ from ublk_gadget.targets.null import KIND as NULL_KIND
 
 
 def test_the_parser_knows_the_targets_and_keys_the_registry_lists() -> None:
-    assert TARGETS == tuple(KINDS) == ("null", "mem", "file")
+    assert TARGETS == tuple(KINDS) == ("null", "mem", "file", "nbd")
     for kind in KINDS.values():
         assert set(kind.keys) <= set(TARGET_KEYS), f"{kind.name}: a key DeviceSpec cannot hold"
         assert KEYS[kind.name] == (*kind.keys, *DEVICE_KEYS)
@@ -65,4 +65,4 @@ def test_help_lists_every_target_with_its_summary_and_needs() -> None:
         assert all(detail in text for detail in kind.details)
     assert "  path=P        the file or block device (file)" in text
     assert build_parser().description == (
-        "The reference ublk server: null, mem and file targets on /dev/ublkbN.")
+        "The reference ublk server: null, mem, file and nbd targets on /dev/ublkbN.")
