@@ -18,6 +18,8 @@ import ctypes
 import errno
 import functools
 import os
+import select
+import time
 from typing import Any
 
 __all__ = ["SONAME", "NbdError", "Nbd", "Handle", "CMD_FLAG_FUA", "DIRECTION_READ",
@@ -185,9 +187,36 @@ class Handle:
         if name:
             lib.nbd_set_handle_name(self.h, name.encode())
 
-    def connect(self) -> Handle:
-        if self.lib.nbd_connect_uri(self.h, self.uri.encode()) == -1:
-            raise self.lib.error(f"connecting to {self.uri}")
+    def connect(self, timeout: float) -> Handle:
+        """Connect and negotiate, waiting at most ``timeout`` seconds for the server.
+
+        Not ``nbd_connect_uri``: it has no timeout, and a server that serves one client at a
+        time (qemu-nbd without ``--shared``) accepts the TCP or unix connection of a second
+        one and never starts its handshake.
+        """
+        lib, h = self.lib, self.h
+        self.connect_async()
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        while not lib.nbd_aio_is_ready(h):
+            if lib.nbd_aio_is_dead(h) or lib.nbd_aio_is_closed(h):
+                raise lib.error(f"connecting to {self.uri}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NbdError(errno.ETIMEDOUT, f"connecting to {self.uri}: no answer in "
+                               f"{timeout:g} s (a server that serves one client at a time, "
+                               "such as qemu-nbd without --shared, waits for the one it has)")
+            fd, direction = lib.nbd_aio_get_fd(h), lib.nbd_aio_get_direction(h)
+            events = (select.POLLIN if direction & DIRECTION_READ else 0) | \
+                (select.POLLOUT if direction & DIRECTION_WRITE else 0)
+            poller.register(fd, events)
+            ready = poller.poll(left * 1000)
+            poller.unregister(fd)
+            for _, revents in ready:
+                writable = revents & select.POLLOUT and direction & DIRECTION_WRITE
+                if (lib.nbd_aio_notify_write(h) if writable else lib.nbd_aio_notify_read(h)) \
+                        == -1:
+                    raise lib.error(f"connecting to {self.uri}")
         return self
 
     def connect_async(self) -> None:

@@ -55,7 +55,7 @@ class NbdTarget(Target):
     def _connect(self, q_id: int) -> Handle:
         handle = Handle(self.uri, f"ublk-gadget q{q_id}")
         try:
-            return handle.connect()
+            return handle.connect(max(self.reconnect, 1))
         except OSError as e:
             handle.close()
             raise TargetError(f"nbd target: {e.strerror}") from None

@@ -48,6 +48,9 @@ log = logging.getLogger("ublk_gadget")
 
 RETRY_INTERVAL_S = 1.0
 """Between two connection attempts while the server is unreachable."""
+ATTEMPT_TIMEOUT_S = 5.0
+"""How long one connection attempt may go unanswered (a blackholed host, a server busy with
+another client) before it is dropped for a new one."""
 
 # The sub-indexes of tag 0 that name this module's own SQEs (requests queue none): the
 # timer, and the socket polls, whose low bits carry the connection's generation so that a
@@ -67,7 +70,7 @@ class NbdRingIO:
 
     __slots__ = ("target", "lib", "handle", "h", "name", "finished", "_op", "_op_flags",
                  "_offset", "_length", "_then_flush", "_tag_of", "_waiting", "_gen",
-                 "_polling", "_connecting", "_lost_at", "_gave_up", "_reason", "_timer",
+                 "_polling", "_connecting", "_attempt_at", "_lost_at", "_gave_up", "_reason", "_timer",
                  "_timespec")
 
     def __init__(self, target: NbdTarget, handle: Handle, depth: int, name: str) -> None:
@@ -89,6 +92,7 @@ class NbdRingIO:
         self._gen = 0  # bumped with each new connection
         self._polling = 0  # the poll directions armed on the current connection
         self._connecting = False
+        self._attempt_at = 0.0
         self._lost_at: float | None = None  # when the connection was lost (None: it is up)
         self._gave_up = False  # past the reconnect window: requests fail at once
         self._reason = ""
@@ -261,6 +265,7 @@ class NbdRingIO:
         self.handle = Handle(self.target.uri, self.name)
         self.h = self.handle.h
         self._connecting = True
+        self._attempt_at = time.monotonic()
         try:
             self.handle.connect_async()
         except OSError as e:
@@ -316,6 +321,9 @@ class NbdRingIO:
                       "ones fail at once until it answers again", self.name, self.target.uri,
                       self.target.reconnect, self._reason or "no answer", len(waiting))
             self.finished.extend((tag, -errno.EIO) for tag in waiting)
+        if self._connecting and time.monotonic() - self._attempt_at > ATTEMPT_TIMEOUT_S:
+            self._reason = f"no answer to a connection attempt in {ATTEMPT_TIMEOUT_S:g} s"
+            self._drop()
         if not self._connecting:
             self._start_connect(queue)
         self._set_timer(queue)  # until connected: the window's end, or the next attempt

@@ -252,3 +252,26 @@ def test_start_up_errors_name_the_problem(tmp_path: Path, server: Server) -> Non
     one = _target(server, ",size=1M")
     assert one.size == 1 << 20
     one.close()
+
+
+@pytest.mark.skipif(shutil.which("qemu-nbd") is None, reason="qemu-nbd is not installed")
+def test_a_server_busy_with_its_one_client_is_a_timeout_that_says_so(tmp_path: Path) -> None:
+    """qemu-nbd's default --shared=1: a second client is accepted and never answered."""
+    sock, image = tmp_path / "q.sock", tmp_path / "q.img"
+    image.write_bytes(b"\0" * SIZE)
+    proc = subprocess.Popen(["qemu-nbd", "-f", "raw", "-x", "disk", "-k", str(sock), str(image)])
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "qemu-nbd did not create its socket"
+            time.sleep(0.02)
+        uri = f"nbd+unix:///disk?socket={sock}"
+        first = open_target(parse_spec(f"nbd,uri={uri}"))
+        began = time.monotonic()
+        with pytest.raises(TargetError, match=r"no answer in 1 s .*qemu-nbd without --shared"):
+            open_target(parse_spec(f"nbd,uri={uri},reconnect=1"))
+        assert time.monotonic() - began < 3
+        first.close()
+    finally:
+        proc.kill()
+        proc.wait()
