@@ -8,5 +8,8 @@ advertises), ``device`` (one device's life: add, queues, start, release, stop), 
 (several devices, signals, the ready line), ``events`` (what it tells programs on stdout),
 then the handover: ``backing`` and ``state`` (what a successor must find again),
 ``handover`` (the owner's half), ``owner`` and ``adopt`` (the successor's half), ``faults``
-(where tests kill either side); and ``cli``.
+(where tests kill either side); then the service: ``notify`` (systemd's sd_notify protocol),
+``supervisor`` (what the daemon tells systemd and a waiting ``reload``), ``reload`` (a live
+upgrade in the background, systemd's ExecReload=), ``unitfile`` (the shipped unit in
+``systemd/``); and ``cli``.
 """

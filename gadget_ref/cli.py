@@ -1,4 +1,4 @@
-"""``ublk-gadget``: serve, features, list.
+"""``ublk-gadget``: serve, reload, features, list, systemd-unit.
 
 Exit status is the contract scripts rely on: 0 done, 2 bad usage (the command line or what
 it names on the host: a SPEC, a missing or too small file), 1 a runtime failure (no driver,
@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from ublk_bindings.errors import LiburingUnavailable
 
-from . import daemon, faults
+from . import daemon, faults, reload, unitfile
 from .adopt import DEFAULT_DEADLINE_S, AdoptError
 from .backing import DEFAULT_MEMORY_DIR
 from .handover import parse_duration
@@ -80,6 +81,21 @@ def _names(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def _inherited_fd(text: str) -> int:
+    """``--ready-fd``: a file descriptor this process was given, open and not stdin/out/err."""
+    try:
+        fd = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file descriptor number") from None
+    if fd < 3:
+        raise argparse.ArgumentTypeError(f"{fd} is stdin, stdout or stderr")
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise argparse.ArgumentTypeError(f"{fd} is not an open file descriptor") from None
+    return fd
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -128,11 +144,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="give up adopting after this long (e.g. 30s, 2m; default "
                        f"{DEFAULT_DEADLINE_S:g}s): whatever was taken is let go again, the "
                        "devices keep their I/O queued, the state file stays for a later --adopt")
+    serve.add_argument("--adopt-or-create", action="store_true",
+                       help="with --state-file and --device: if the state file exists, adopt "
+                       "its devices (from the gadget serving them, or after a crash) and ignore "
+                       "--device; else create the --device devices. What a systemd unit's "
+                       "ExecStart= runs, so that a restart after a crash adopts")
+    serve.add_argument("--ready-fd", metavar="FD", type=_inherited_fd,
+                       help="also write the ready line to this inherited file descriptor, then "
+                       "close it (how 'reload' learns that its successor serves)")
+
+    reloading = sub.add_parser(
+        "reload", help="live upgrade: hand the devices over to a new process, in the background",
+        description="Start 'ublk-gadget serve --adopt --state-file PATH' (the code installed "
+        "now) as a new process detached from this one, wait until it serves the devices of "
+        "PATH, which the running owner hands over to it, and exit 0 (1 if the successor exits "
+        "first: its message says why). What a systemd unit's ExecReload= runs: the successor "
+        "tells systemd it is the main process now (MAINPID=).")
+    reloading.add_argument("--state-file", metavar="PATH", required=True,
+                           help="the state file of the gadget serving the devices")
+    reloading.add_argument("--adopt-deadline", metavar="DURATION", type=_duration,
+                           default=DEFAULT_DEADLINE_S,
+                           help=f"the successor's --adopt-deadline (default {DEFAULT_DEADLINE_S:g}s)")
 
     sub.add_parser("features", help="print this kernel's decoded UBLK_U_CMD_GET_FEATURES")
     listing = sub.add_parser("list", help="list the ublk devices on this host")
     for p in (sub.choices["features"], listing):
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    unit = sub.add_parser(
+        "systemd-unit", help="print the systemd unit that runs the gadget as a service",
+        description="Print ublk-gadget@.service with its commands naming this installation: "
+        "ublk-gadget systemd-unit > /etc/systemd/system/ublk-gadget@.service")
+    unit.add_argument("--example-config", action="store_true",
+                      help="print an example of the instance configuration instead "
+                      "(/etc/ublk-gadget/INSTANCE.conf)")
     return parser
 
 
@@ -158,18 +202,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"{PROG}[%(process)d]: %(message)s")
     try:
         if args.command == "serve":
+            if args.adopt_or_create:
+                if args.adopt or args.standby or not args.state_file or not args.device:
+                    raise daemon.UsageError("--adopt-or-create needs --state-file PATH and "
+                                            "--device (and neither --adopt nor --standby)")
+                specs = [parse_spec(text) for text in args.device]  # a typo fails even now
+                return daemon.adopt_or_serve(specs, args.state_file, args.adopt_deadline,
+                                             memory_dir=args.memory_dir, ready_fd=args.ready_fd)
             if args.adopt:
                 if args.device or not args.state_file:
                     raise daemon.UsageError("--adopt takes its devices from --state-file PATH "
                                             "(and no --device)")
-                return daemon.adopt(args.state_file, args.adopt_deadline, standby=args.standby)
+                return daemon.adopt(args.state_file, args.adopt_deadline, standby=args.standby,
+                                    ready_fd=args.ready_fd)
             if args.standby:
                 raise daemon.UsageError("--standby waits to adopt: it needs --adopt")
             if not args.device:
                 raise daemon.UsageError("the following arguments are required: --device "
                                         "(or --adopt --state-file PATH)")
             specs = [parse_spec(text) for text in args.device]
-            return daemon.serve(specs, state_file=args.state_file, memory_dir=args.memory_dir)
+            return daemon.serve(specs, state_file=args.state_file, memory_dir=args.memory_dir,
+                                ready_fd=args.ready_fd)
+        if args.command == "reload":
+            return reload.reload(args.state_file, args.adopt_deadline, verbose=args.verbose)
+        if args.command == "systemd-unit":
+            if args.example_config:
+                sys.stdout.write(unitfile.text(unitfile.EXAMPLE_CONFIG))
+            else:
+                sys.stdout.write(unitfile.render(unitfile.text(unitfile.UNIT)))
+            return 0
         if args.command == "features":
             return daemon.print_features(as_json=args.json)
         return daemon.print_devices(as_json=args.json)

@@ -33,11 +33,19 @@ from .backing import DEFAULT_MEMORY_DIR
 from .device import DAEMON_SIGNALS, ServedDevice
 from .handover import Deadline
 from .spec import DeviceSpec
-from .state import DaemonState, DeviceState, refuse_existing, remove_state, write_state
+from .state import (
+    DaemonState,
+    DeviceState,
+    StateMissing,
+    refuse_existing,
+    remove_state,
+    write_state,
+)
+from .supervisor import Supervisor
 from .targets import KINDS, Target, open_target, reopen_target
 
-__all__ = ["CONTROL_PATH", "GadgetError", "UsageError", "serve", "adopt", "print_features",
-           "print_devices", "device_flags"]
+__all__ = ["CONTROL_PATH", "GadgetError", "UsageError", "serve", "adopt", "adopt_or_serve",
+           "print_features", "print_devices", "device_flags"]
 
 log = logging.getLogger("ublk_gadget")
 
@@ -221,12 +229,14 @@ def _state(devices: Sequence[ServedDevice]) -> DaemonState:
 
 
 def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
-          memory_dir: str = DEFAULT_MEMORY_DIR) -> int:
+          memory_dir: str = DEFAULT_MEMORY_DIR, ready_fd: int | None = None) -> int:
     """``ublk-gadget serve``: returns the exit status once every device is gone or handed over.
 
     With a state file, a mem device's memory is a file under ``memory_dir`` (a tmpfs), so that
-    it outlives this process for a successor; without one, a memfd.
+    it outlives this process for a successor; without one, a memfd.  ``ready_fd`` gets the
+    ready line (see ``supervisor.py``).
     """
+    supervisor = Supervisor.from_environment(ready_fd)
     if state_file is not None:
         refuse_existing(state_file)
     specs = [spec.absolute() for spec in specs]  # a successor may run elsewhere
@@ -253,7 +263,7 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
             except BaseException:
                 _teardown(devices)
                 raise
-            _serve(ctrl, stop, devices, state_file)
+            _serve(ctrl, stop, devices, state_file, supervisor)
     finally:
         _remove_all(unserved)  # setup failed or was stopped before they were served
         _close_all(targets)
@@ -262,13 +272,15 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
     return 0
 
 
-def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
+def adopt(state_file: str, deadline_s: float, standby: bool = False,
+          ready_fd: int | None = None) -> int:
     """``ublk-gadget serve --adopt``: take over the devices of ``state_file``, then serve them.
 
     With ``standby``, first wait, fully loaded, until the owner exits (crash or stop) or
     this process gets SIGHUP (take over now: a live handover); SIGTERM/SIGINT end the wait
     and touch nothing.
     """
+    supervisor = Supervisor.from_environment(ready_fd)
     stop = _StopRequest()
     with _signals_to(stop), Control() as ctrl:
         with Adoption(ctrl, state_file) as adoption:
@@ -280,7 +292,8 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
                                         f"device {records[i].dev_id}"), len(records), fresh=False)
             by_id = {r.dev_id: t for r, t in zip(records, targets)}
             try:
-                if standby and not _stand_by(adoption, stop):
+                if standby and not _stand_by(adoption, stop, supervisor):
+                    supervisor.stopping("standby ended without adopting; nothing was touched")
                     _close_all(targets)
                     return 0
                 devices = adoption.take(
@@ -293,7 +306,7 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
                 _close_all(targets)
                 raise
         try:
-            _serve(ctrl, stop, devices, state_file)
+            _serve(ctrl, stop, devices, state_file, supervisor)
         finally:
             _close_all(targets)
     if stop.failure is not None:
@@ -301,14 +314,30 @@ def adopt(state_file: str, deadline_s: float, standby: bool = False) -> int:
     return 0
 
 
-def _stand_by(adoption: Adoption, stop: _StopRequest) -> bool:
+def adopt_or_serve(specs: Sequence[DeviceSpec], state_file: str, deadline_s: float,
+                   memory_dir: str = DEFAULT_MEMORY_DIR, ready_fd: int | None = None) -> int:
+    """``serve --adopt-or-create``, what a unit's ExecStart= runs: adopt the devices of
+    ``state_file`` if it exists (a crash, or an owner still serving them), else create
+    ``specs``.  So the same command starts the service and restarts it after a crash."""
+    if os.path.lexists(state_file):
+        log.info("%s exists: adopting its devices (--device is for when there is none)",
+                 state_file)
+        try:
+            return adopt(state_file, deadline_s, ready_fd=ready_fd)
+        except StateMissing:  # its owner stopped cleanly meanwhile: the devices are gone
+            log.info("%s was removed meanwhile: creating the devices", state_file)
+    return serve(specs, state_file=state_file, memory_dir=memory_dir, ready_fd=ready_fd)
+
+
+def _stand_by(adoption: Adoption, stop: _StopRequest, supervisor: Supervisor) -> bool:
     """Wait for the owner to go; whether to adopt now (False: told to stop instead)."""
     owner = watch_owner(adoption.state.owner)
     if owner is None:
         return True
     with owner:
-        print(report.standby_line(owner.identity.pid, [r.dev_id for r in adoption.state.devices]),
-              flush=True)
+        dev_ids = [r.dev_id for r in adoption.state.devices]
+        print(report.standby_line(owner.identity.pid, dev_ids), flush=True)
+        supervisor.standing_by(owner.identity.pid, dev_ids)
         log.info("standing by: adopting when owner pid %d exits (SIGHUP: take over now)",
                  owner.identity.pid)
         while not stop.wait_readable(owner.pidfd):
@@ -336,18 +365,22 @@ def _exit_letting_go(taken: list[ServedDevice], error: BaseException) -> None:
 
 
 def _serve(ctrl: Control, stop: _StopRequest, devices: list[ServedDevice],
-           state_file: str | None) -> None:
+           state_file: str | None, supervisor: Supervisor) -> None:
     """Announce the devices, serve them until a signal, then hand them over or delete them."""
     handed_over = False
+    names = [d.block_device for d in devices]
     try:
         if not stop.is_set():
-            print(report.ready_line(d.describe() for d in devices), flush=True)
-            log.info("serving %s", ", ".join(d.block_device for d in devices))
+            ready = report.ready_line(d.describe() for d in devices)
+            print(ready, flush=True)
+            supervisor.serving(ready, names)
+            log.info("serving %s", ", ".join(names))
             _serve_until_stopped(stop, devices)
         for device in devices:  # what failed since the last health check, before letting go
             device.report_io_errors()
         stop.log_signals()
         if stop.signal == signal.SIGHUP and _can_hand_over(devices, state_file):
+            supervisor.handing_over(names)
             events.emit("handing-over", dev_ids=[d.dev_id for d in devices])
             faults.reached(faults.AFTER_SIGHUP)
             left = handover.hand_over(ctrl, devices)
@@ -356,6 +389,8 @@ def _serve(ctrl: Control, stop: _StopRequest, devices: list[ServedDevice],
             faults.reached(faults.AFTER_RELEASE)
             devices.clear()
             handed_over = True
+        else:
+            supervisor.stopping(f"stopping: deleting {', '.join(names)}")
     finally:
         _teardown(devices)
         if state_file is not None and not handed_over:
