@@ -1,8 +1,9 @@
 """``python -m bench``: build kublk on the host, boot the VM once, measure everything in it.
 
-The guest writes ``.out/bench/results.json`` (the record), ``results.txt`` (the tables) and
-``handover-latency.png`` into the checkout's writable ``.out/``; this prints the tables.  The VM
-gets a real disk (``testbed run --disk``) for the disk table.
+The guest writes ``.out/bench/results.json`` (the record), ``results.txt`` (the tables),
+``handover-latency.png`` and ``nbd/handover-latency.png`` into the checkout's writable
+``.out/``; this prints the tables.  The VM gets a real disk (``testbed run --disk``) for the
+disk table.  One table alone: ``python -m bench --disk 0 -- --tables nbd --handovers 0``.
 """
 
 from __future__ import annotations

@@ -105,18 +105,6 @@ def _row(label: str, cells: Sequence[str], ratios: Sequence[str] = ()) -> str:
             + "".join(f"{r:>{_RATIO}}" for r in ratios)).rstrip()  # fmt: skip
 
 
-def _iops(r: Result | str | None) -> str:
-    if r is None:
-        return "-"
-    return "failed" if isinstance(r, str) else f"{r.iops:.0f}"
-
-
-def _cpu(r: Result | str | None) -> str:
-    if isinstance(r, str):
-        return "failed"
-    return "-" if r is None or r.server_cpu_us_per_io is None else f"{r.server_cpu_us_per_io:.0f}"
-
-
 def failures(results: Results, order: Sequence[str], workloads: Sequence[Workload]) -> list[str]:
     """One line per peer and distinct error: which workloads it cost."""
     lines = []
@@ -151,14 +139,15 @@ def table(results: Results, order: Sequence[str], heading: str) -> str:
                 for p in pairs]  # fmt: skip
 
     for w in WORKLOADS:
-        lines.append(_row(w.name, [_iops(results.get(p, {}).get(w.name)) for p in order], ratios(w, report.ratio_of)))
+        cells = [report.fmt_iops(results.get(p, {}).get(w.name)) for p in order]
+        lines.append(_row(w.name, cells, ratios(w, report.ratio_of)))
     lines.append("QD32/QD1 gain")
     table_gains = gains(results, order)
     for label, _, _ in GAINS:
         lines.append(_row(label, [report.fmt_ratio(table_gains[p][label]) for p in order]))
     lines.append("cpu us/IO")
     for w in WORKLOADS:
-        cells = [_cpu(results.get(p, {}).get(w.name)) if p in USERSPACE else "-" for p in order]
+        cells = [report.fmt_cpu(results.get(p, {}).get(w.name)) if p in USERSPACE else "-" for p in order]
         lines.append(_row(w.name, cells, ratios(w, report.cpu_ratio)))
     lines += failures(results, order, WORKLOADS)
     return "\n".join(lines)

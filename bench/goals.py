@@ -10,6 +10,9 @@ up with kublk's in zero copy, and its file target with kublk's loop target in wh
 kublk does best and with half the kernel loop driver, at 128k; and the gadget's null target
 in its best mode keeps up with kublk's null target in its best mode at 4k.  A goal that picks
 among modes names the peers it compared (``against``).
+
+The NBD goal (bench.nbd): the gadget's nbd target keeps up with the kernel's own NBD client
+(nbd.ko) on the same server over TCP, in 4k random reads and writes at QD32.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from collections.abc import Sequence
 
-from . import disk, modes, report, shared
+from . import disk, modes, nbd, report, shared
 from .fio import Result
 from .report import Results
 
@@ -75,8 +78,15 @@ def mode_checks(main: Results) -> list[dict[str, Any]]:
     return out
 
 
+def nbd_checks(nbd_results: Results) -> list[dict[str, Any]]:
+    """The NBD goal, on the nbd table's TCP pair."""
+    return [_at_least(f"nbd: {nbd.GADGET} {w} >= 1.0x {nbd.KERNEL}",
+                      report.ratio(nbd_results, nbd.GADGET, nbd.KERNEL, w), 1.0)
+            for w in nbd.GOAL_WORKLOADS]  # fmt: skip
+
+
 def checks(main: Results, disk_results: Results, shared_results: Results,
-           stall_s: float | None) -> list[dict[str, Any]]:
+           stall_s: float | None, nbd_results: Results | None = None) -> list[dict[str, Any]]:
     """Each goal with its measured value and whether it is met (None: not measured)."""
     out = [
         _at_least(f"gadget-{t} 4k-randread-qd32 >= 1.0x kublk-null",
@@ -99,6 +109,7 @@ def checks(main: Results, disk_results: Results, shared_results: Results,
         cpu = pair["cpu_ratio"]
         out.append(_check(f"shared CPU, {q} queue(s): gadget-null CPU/IO <= 1.5x kublk-null's",
                           cpu, None if cpu is None else cpu <= 1.5))
+    out += nbd_checks(nbd_results or {})
     out.append(_check(f"handover stall < {MAX_STALL_S} s", stall_s,
                       None if stall_s is None else stall_s < MAX_STALL_S))
     return out

@@ -1,15 +1,17 @@
 """The benchmark proper, run as root inside the test-bed VM (``python -m bench`` boots it).
 
-Three tables in one boot, so the ratios compare like with like: the main one (every peer on
+Four tables in one boot, so the ratios compare like with like: the main one (every peer on
 the guest's tmpfs, same geometry and backing file, fio and the servers pinned apart), the disk
-table (bench.disk: the file servers on the test bed's real disk) and the shared-CPU table
-(bench.shared: null servers with fio unpinned); the engine's cost per completion path
-(bench.engine); then the handover stall.  Every userspace peer states its buffer mode
-(bench.modes) and each gadget row is divided by the kublk row of the same mode; the rows in
-another mode than copy run only the workloads the buffer-mode goals judge
-(``--mode-workloads``), to keep the run's length in check.  A peer that fails
-to come up is recorded with its error and the run goes on: the tables show what was measured
-and say what was not.
+table (bench.disk: the file servers on the test bed's real disk), the shared-CPU table
+(bench.shared: null servers with fio unpinned) and the NBD table (bench.nbd: the gadget's nbd
+target against the kernel's NBD client on one nbdkit); the engine's cost per completion path
+(bench.engine); then the handover stalls (a file device, then an nbd device).  Every
+userspace peer states its buffer mode (bench.modes) and each gadget row is divided by the
+kublk row of the same mode; the rows in another mode than copy run only the workloads the
+buffer-mode goals judge (``--mode-workloads``), to keep the run's length in check.  A peer
+that fails to come up is recorded with its error and the run goes on: the tables show what
+was measured and say what was not.  ``--tables nbd`` measures the NBD table alone (with the
+engine paths and both stalls; ``--handovers 0`` skips the stalls).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import disk, engine, fio, goals, handover, modes, peers, report, rounds, shared
+from . import disk, engine, fio, goals, handover, modes, nbd, peers, report, rounds, shared
 
 BACKING_FILE = "/tmp/bench-backing.img"
 #: The copy-mode rows first (as before), then each other buffer mode's kublk and gadget rows
@@ -80,7 +82,7 @@ def parse_mode_workloads(text: str) -> tuple[str, ...] | None:
     return tuple(n for n in text.split(",") if n)
 
 
-TABLES = ("main", "disk", "shared")
+TABLES = ("main", "disk", "shared", "nbd")
 
 
 @dataclass
@@ -136,6 +138,22 @@ def measure_shared(a: argparse.Namespace, schedule: rounds.Schedule, log_dir: Pa
     return Table(m, detail=detail)
 
 
+def nbd_geometry(a: argparse.Namespace) -> peers.Geometry:
+    """The NBD table's: the main table's size, queues and depth (no backing file: the export
+    is the server's)."""
+    return peers.Geometry(a.size, a.queues, a.depth, "")
+
+
+def measure_nbd(a: argparse.Namespace, schedule: rounds.Schedule, log_dir: Path) -> Table:
+    """The NBD table: both clients of each transport on one nbdkit, up for the whole table."""
+    g = nbd_geometry(a)
+    with nbd.servers(a.nbd_transports, g.size, log_dir / "nbd", a.nbdkit_cpu) as running:
+        m = rounds.measure(nbd.all_peers(running, log_dir / "nbd"), nbd.peer_order(a.nbd_transports), g,
+                           nbd.WORKLOADS, schedule, a.out / "cpu" / "nbd", label="nbd ")  # fmt: skip
+        detail = nbd.detail(g, running, nbd.version(), a.nbdkit_cpu)
+    return Table(m, detail=detail)
+
+
 def _timed(elapsed: dict[str, float], name: str, measure: Callable[[], Table]) -> Table:
     """``measure()``, its wall time noted; an unexpected failure costs this table only."""
     t0 = time.monotonic()
@@ -171,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the CPU every thread of a userspace server (kublk, gadget) runs on")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="let the scheduler place fio and the servers (IOPS then vary by boot)")
-    p.add_argument("--handovers", type=int, default=3, help="live handovers in the stall run (0: skip it)")
+    p.add_argument("--nbd-transports", default=nbd.TCP,
+                   help="the NBD table's transports to nbdkit: tcp, unix or tcp,unix (a pair of rows each)")
+    p.add_argument("--nbdkit-cpu", type=int, default=None,
+                   help="the CPU the NBD table's nbdkit runs on (default: unpinned, beside neither client)")
+    p.add_argument("--handovers", type=int, default=3,
+                   help="live handovers in each stall run, the file device's and the nbd one's (0: skip both)")
     p.add_argument("--handover-interval", type=float, default=4)
     p.add_argument("--profile", default="", help="comma-separated gadget peers of the main table to sample "
                    "with py-spy in the last round (profile-PEER.txt; read with python -m bench.profile)")
@@ -181,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = [t for t in a.tables.split(",") if t]
     if set(tables) - set(TABLES):
         p.error(f"unknown tables {sorted(set(tables) - set(TABLES))}; known: {', '.join(TABLES)}")
+    try:
+        a.nbd_transports = nbd.parse_transports(a.nbd_transports)
+    except ValueError as e:
+        p.error(f"--nbd-transports: {e}")
     known = {w.name for w in fio.WORKLOADS}
     if a.mode_workloads is not None and set(a.mode_workloads) - known:
         p.error(f"unknown --mode-workloads {sorted(set(a.mode_workloads) - known)}; known: {', '.join(sorted(known))}")
@@ -214,21 +241,34 @@ def main(argv: list[str] | None = None) -> int:
         disk_table = _timed(elapsed, "disk", lambda: measure_disk(a, schedule, log_dir))
     if "shared" in tables:
         shared_table = _timed(elapsed, "shared", lambda: measure_shared(a, schedule, log_dir))
+    nbd_table = skipped
+    if "nbd" in tables:
+        nbd_table = _timed(elapsed, "nbd", lambda: measure_nbd(a, schedule, log_dir))
     engine_text = _timed_engine(elapsed)
-    record(a, g, main_table, disk_table, shared_table, None, elapsed, engine_text)
-    stall: dict[str, Any] | None = {"error": "skipped (--handovers 0)"}
+    record(a, g, main_table, disk_table, shared_table, None, elapsed, engine_text, nbd_table, None)
+    stall: dict[str, Any] = {"error": "skipped (--handovers 0)"}
+    nbd_stall = dict(stall) if "nbd" in tables else {"error": "skipped (--tables)"}
     if a.handovers > 0:
-        t0 = time.monotonic()
-        try:
-            spec = f"file,path={BACKING_FILE},queues={a.queues},depth={a.depth}"
-            s = handover.measure(spec, a.out, handovers=a.handovers, interval_s=a.handover_interval)
-            stall = s.to_json()
-        except Exception as e:
-            traceback.print_exc()
-            stall = {"error": rounds.error_text(e)}
-        elapsed["stall"] = round(time.monotonic() - t0, 1)
-    print(record(a, g, main_table, disk_table, shared_table, stall, elapsed, engine_text))
+        spec = f"file,path={BACKING_FILE},queues={a.queues},depth={a.depth}"
+        stall = _timed_stall(elapsed, "stall", lambda: handover.measure(
+            spec, a.out, handovers=a.handovers, interval_s=a.handover_interval))
+        if "nbd" in tables:
+            nbd_stall = _timed_stall(elapsed, "nbd stall", lambda: nbd.measure_stall(
+                nbd_geometry(a), a.out / "nbd", a.handovers, a.handover_interval))
+    print(record(a, g, main_table, disk_table, shared_table, stall, elapsed, engine_text, nbd_table, nbd_stall))
     return 0
+
+
+def _timed_stall(elapsed: dict[str, float], name: str, measure: Callable[[], handover.StallResult]) -> dict[str, Any]:
+    """``measure()``'s stall for the record, its wall time noted; a failure costs this stall only."""
+    t0 = time.monotonic()
+    try:
+        stall = measure().to_json()
+    except Exception as e:
+        traceback.print_exc()
+        stall = {"error": rounds.error_text(e)}
+    elapsed[name] = round(time.monotonic() - t0, 1)
+    return stall
 
 
 def _timed_engine(elapsed: dict[str, float]) -> str:
@@ -256,6 +296,24 @@ def _notes(notes: list[str]) -> str:
     return "".join(f"note: {n}\n" for n in notes)
 
 
+def _stall_text(device: str, stall: dict[str, Any] | None) -> str:
+    """A stall block, or why there is none; ``device``: "" (the file device's) or "nbd "."""
+    if stall is None:
+        return f"\n{device}handover stall: not measured (yet)\n"
+    if "error" in stall:
+        return f"\n{device}handover stall: not measured: {stall['error']}\n"
+    worst = stall.get("worst_live_handover_stall_ms")
+    summary = "" if worst is None else f"  worst live handover stall: {worst:.1f} ms\n"
+    return f"\n{device}{report.format_stall(stall)}\n{summary}"
+
+
+def _nbd_text(t: Table, results: report.Results, stall: dict[str, Any] | None) -> str:
+    if t.measured is None:
+        return f"\nnbd table: not measured: {t.why_not}\n"
+    text = "\n" + nbd.table(results, t.measured.order, nbd.heading(t.detail)) + "\n" + _notes(t.measured.notes)
+    return text + _stall_text("nbd ", stall)
+
+
 def record(
     a: argparse.Namespace,
     g: peers.Geometry,
@@ -265,16 +323,21 @@ def record(
     stall: dict[str, Any] | None,
     elapsed: dict[str, float],
     engine_text: str = "",
+    nbd_table: Table | None = None,
+    nbd_stall: dict[str, Any] | None = None,
 ) -> str:
-    """Write results.json and results.txt (also before the stall run: a timeout then costs
-    only the stall); returns the text."""
+    """Write results.json and results.txt (also before the stall runs: a timeout then costs
+    only the stalls); returns the text."""
+    nbd_table = nbd_table or Table(why_not="skipped (--tables)")
     results = main.results()
     stall_s = None
     if stall and stall.get("worst_live_handover_stall_ms") is not None:
         stall_s = stall["worst_live_handover_stall_ms"] / 1e3
     disk_results = disk_table.measured.results() if disk_table.measured else {}
     shared_results = shared_table.measured.results() if shared_table.measured else {}
-    checks = goals.checks(results, disk_results, shared_results, stall_s)
+    nbd_results = nbd_table.measured.results() if nbd_table.measured else {}
+    nbd_order = nbd_table.measured.order if nbd_table.measured else []
+    checks = goals.checks(results, disk_results, shared_results, stall_s, nbd_results)
     doc = {
         "environment": _environment(a, g, elapsed),
         "peers": main.peers_json(),
@@ -283,7 +346,9 @@ def record(
         "buffer_modes": report.buffer_modes(results, main.workloads),
         "disk": _table_json(disk_table, disk.summary(disk_results, disk.PEER_ORDER)),
         "shared_cpu": _table_json(shared_table, {"pairs": shared.pairs(shared_results)}),
+        "nbd": _table_json(nbd_table, nbd.summary(nbd_results, nbd_order)),
         "handover_stall": stall,
+        "nbd_handover_stall": nbd_stall,
         "engine": engine_text,
         "targets": checks,
     }
@@ -301,12 +366,8 @@ def record(
         text += _notes(shared_table.measured.notes)
     else:
         text += f"\nshared-CPU table: not measured: {shared_table.why_not}\n"
-    if stall is None:
-        text += "\nhandover stall: not measured (yet)\n"
-    elif "error" in stall:
-        text += f"\nhandover stall: not measured: {stall['error']}\n"
-    else:
-        text += "\n" + report.format_stall(stall) + "\n"
+    text += _nbd_text(nbd_table, nbd_results, nbd_stall)
+    text += _stall_text("", stall)
     if engine_text:
         text += "\n" + engine_text
     text += "\ngoals (the asynchronous data plane):\n" + report.format_checks(checks) + "\n"

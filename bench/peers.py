@@ -209,10 +209,17 @@ def gadget(target: str, log_dir: Path, buffers: str, name: str | None = None) ->
     """A gadget device of ``target`` (null, mem or file) in buffer mode ``buffers``
     (bench.modes), logging to ``log_dir/<name>.log`` (default: the gadget peer's name)."""
     log = log_dir / f"{name or modes.gadget_name(target, buffers)}.log"
+    return served_gadget(lambda g: gadget_spec(target, g, buffers), log, buffers)
+
+
+def served_gadget(spec_of: Callable[[Geometry], str], log: Path, buffers: str) -> Peer:
+    """A gadget serving the SPEC ``spec_of(geometry)``, which states buffer mode ``buffers``
+    (checked against the ready line), logging to ``log``: any target, its SPEC made by the
+    table that measures it (bench.nbd's carries its server's URI)."""
 
     @contextmanager
     def peer(g: Geometry) -> Iterator[Device]:
-        spec = gadget_spec(target, g, buffers)
+        spec = spec_of(g)
         served = Gadget.serve([spec], log)
         try:
             mode = served.ready["devices"][0].get("buffers")
@@ -222,7 +229,7 @@ def gadget(target: str, log_dir: Path, buffers: str, name: str | None = None) ->
         finally:
             code = served.stop()
             if code != 0:
-                raise RuntimeError(f"gadget {target} exited {code} on SIGTERM; log {served.log}")
+                raise RuntimeError(f"gadget {spec} exited {code} on SIGTERM; log {served.log}")
 
     return peer
 

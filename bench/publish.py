@@ -17,7 +17,7 @@ RESULTS = REPO / "bench" / "results"
 README = REPO / "README.md"
 START = "<!-- bench-results:start (written by python -m bench.publish) -->"
 END = "<!-- bench-results:end -->"
-FILES = ("results.json", "results.txt", "handover-latency.png")
+FILES = ("results.json", "results.txt", "handover-latency.png", "nbd/handover-latency.png")
 
 
 class PublishError(RuntimeError):
@@ -41,10 +41,17 @@ def _disk(results: dict[str, object]) -> str:
     s = results.get("shared_cpu")
     if isinstance(s, dict) and "peers" in s:
         text += " The shared-CPU table: fio and the servers unpinned."
+    n = results.get("nbd")
+    if isinstance(n, dict) and "peers" in n:
+        where = " and ".join("TCP on the guest's loopback" if t == "tcp" else "a unix socket" for t in n["transports"])
+        cpu = n.get("nbdkit_cpu")
+        text += (f" The NBD table: {n['server']}'s memory plugin over {where}, one server for both clients, "
+                 f"{'unpinned' if cpu is None else f'pinned to vCPU {cpu}'}.")  # fmt: skip
     return text
 
 
-def block(results: dict[str, object], table: str, picture: str | None, host: dict[str, float] | None) -> str:
+def block(results: dict[str, object], table: str, picture: str | None, host: dict[str, float] | None,
+          nbd_picture: str | None = None) -> str:
     """The README text between the markers."""
     env = results["environment"]
     assert isinstance(env, dict)
@@ -65,6 +72,8 @@ def block(results: dict[str, object], table: str, picture: str | None, host: dic
     ]
     if picture:
         lines += ["", f"![I/O latency across gadget handovers]({picture})"]
+    if nbd_picture:
+        lines += ["", f"![I/O latency across gadget-nbd handovers]({nbd_picture})"]
     return "\n".join(lines)
 
 
@@ -76,19 +85,20 @@ def publish(out: Path = OUT, results_dir: Path = RESULTS, readme: Path = README)
     for name in FILES:
         (results_dir / name).unlink(missing_ok=True)
         if (out / name).exists():
+            (results_dir / name).parent.mkdir(exist_ok=True)
             shutil.copyfile(out / name, results_dir / name)
     doc = json.loads((out / "results.json").read_text())
     host = json.loads((out / "host.json").read_text()) if (out / "host.json").exists() else None
     if host:
         shutil.copyfile(out / "host.json", results_dir / "host.json")
     table = (out / "results.txt").read_text().replace(str(out), "bench/results")
-    picture = "bench/results/handover-latency.png" if (results_dir / FILES[2]).exists() else None
+    picture, nbd_picture = (f"bench/results/{f}" if (results_dir / f).exists() else None for f in FILES[2:])
     text = readme.read_text()
     if START not in text or END not in text:
         raise PublishError(f"{readme}: no {START!r} ... {END!r} markers to write between")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{block(doc, table, picture, host)}\n{END}{tail}")
+    readme.write_text(f"{head}{START}\n{block(doc, table, picture, host, nbd_picture)}\n{END}{tail}")
 
 
 def main() -> int:

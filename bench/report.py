@@ -95,7 +95,7 @@ def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -
                 continue
             row = (
                 f"  {peer:<{_PEER - 2}}{r.iops:>9.0f}{r.bw_bytes / (1 << 20):>9.1f}"
-                f"{r.lat_p50_ns / 1000:>9.0f}{r.lat_p99_ns / 1000:>9.0f}{_cpu(r):>11}  "
+                f"{r.lat_p50_ns / 1000:>9.0f}{r.lat_p99_ns / 1000:>9.0f}{fmt_cpu(r):>11}  "
             )
             if peer in KUBLK_PEER:
                 row += "".join(
@@ -106,13 +106,15 @@ def table(results: Results, workloads: tuple[Workload, ...], peers: list[str]) -
     return "\n".join(lines[1:])
 
 
-def _cpu(r: Result | str | None) -> str:
+def fmt_cpu(r: Result | str | None) -> str:
+    """A cell of server CPU per request: ``-`` where not measured (an in-kernel peer)."""
     if isinstance(r, str):
         return "failed"
     return "-" if r is None or r.server_cpu_us_per_io is None else f"{r.server_cpu_us_per_io:.0f}"
 
 
-def _iops(r: Result | str | None) -> str:
+def fmt_iops(r: Result | str | None) -> str:
+    """A cell of IOPS: ``-`` where the peer did not run the workload."""
     if isinstance(r, str):
         return "failed"
     return "-" if r is None else f"{r.iops:.0f}"
@@ -166,8 +168,8 @@ def mode_table(results: Results, workloads: tuple[Workload, ...]) -> str:
         lines.append(f"  {t} {w}")
         for p in pairs:
             g, k = results.get(p.gadget, {}).get(w), results.get(p.kublk, {}).get(w)
-            lines.append(f"    {p.mode:<26}{_iops(g):>9}{_iops(k):>9}{fmt_ratio(ratio_of(g, k)):>8}"
-                         f"{_cpu(g):>9}{_cpu(k):>9}{fmt_ratio(cpu_ratio(g, k)):>8}")  # fmt: skip
+            lines.append(f"    {p.mode:<26}{fmt_iops(g):>9}{fmt_iops(k):>9}{fmt_ratio(ratio_of(g, k)):>8}"
+                         f"{fmt_cpu(g):>9}{fmt_cpu(k):>9}{fmt_ratio(cpu_ratio(g, k)):>8}")  # fmt: skip
     return "\n".join(lines)
 
 
