@@ -15,7 +15,7 @@ KERNEL_TESTS := tests/kernel
 # The VM's real disk (/dev/vda, virtio-blk over a filled host file) for the file target at depth
 TEST_DISK := 128M
 APT_PACKAGES := qemu-system-x86 busybox-static fio e2fsprogs xz-utils zstd cpio gcc make \
-	python3 python3-venv libnbd0 nbdkit qemu-utils nbd-client
+	python3 python3-venv libnbd0 nbdkit qemu-utils nbd-client systemd
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 comma := ,

@@ -65,6 +65,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "nbd_get_version": (ctypes.c_char_p, [_h], False),
     "nbd_set_handle_name": (_int, [_h, ctypes.c_char_p], False),
     "nbd_set_uri_allow_local_file": (_int, [_h, ctypes.c_bool], False),
+    "nbd_set_request_structured_replies": (_int, [_h, ctypes.c_bool], False),
     "nbd_connect_uri": (_int, [_h, ctypes.c_char_p], True),
     "nbd_aio_connect_uri": (_int, [_h, ctypes.c_char_p], True),  # may resolve a name
     "nbd_shutdown": (_int, [_h, _u32], True),
@@ -128,6 +129,7 @@ class Nbd:
     nbd_get_version: Any
     nbd_set_handle_name: Any
     nbd_set_uri_allow_local_file: Any
+    nbd_set_request_structured_replies: Any
     nbd_connect_uri: Any
     nbd_aio_connect_uri: Any
     nbd_shutdown: Any
@@ -186,6 +188,10 @@ class Handle:
             raise lib.error("nbd_create")
         if name:
             lib.nbd_set_handle_name(self.h, name.encode())
+        # Simple replies: a read's reply is a header and the data, two recv() calls; a
+        # structured one takes four (header, chunk header, offset, data).  What structured
+        # replies add (holes, block status, errors mid-read) a block device does not use.
+        lib.nbd_set_request_structured_replies(self.h, False)
 
     def connect(self, timeout: float) -> Handle:
         """Connect and negotiate, waiting at most ``timeout`` seconds for the server.

@@ -200,7 +200,7 @@ class NbdRingIO:
         lib, h = self.lib, self.h
         if res > 0:  # revents; POLLHUP/POLLERR come as a read that fails
             if (lib.nbd_aio_notify_write(h) if out else lib.nbd_aio_notify_read(h)) == -1 \
-                    or lib.nbd_aio_is_dead(h) or lib.nbd_aio_is_closed(h):
+                    or lib.nbd_aio_is_dead(h):
                 self._lost(queue, lib.error("connection"))
                 return None
         if self._connecting:
