@@ -42,7 +42,7 @@ from ublk_bindings import (
 )
 from ublk_bindings.errors import UblkError
 
-from . import events
+from . import events, privilege
 from .backing import Backing
 from .handover import Deadline, Releasable
 from .owner import Owner, OwnerMismatch, ProcessIdentity, boot_id
@@ -86,7 +86,9 @@ def check_devices(
                 raise AdoptError(f"device {rec.dev_id} named in {path} does not exist") from None
             raise
         problems = []
-        if not info.flags & UBLK_F_USER_RECOVERY:
+        if privilege.unrecoverable(info.flags):
+            problems.append(privilege.RECOVERY_REFUSED)
+        elif not info.flags & UBLK_F_USER_RECOVERY:
             problems.append("it was added without UBLK_F_USER_RECOVERY")
         if info.state == UBLK_S_DEV_DEAD:
             problems.append("it is not started (DEAD)")

@@ -1,4 +1,4 @@
-"""``ublk-gadget``: serve, reload, features, list, systemd-unit.
+"""``ublk-gadget``: serve, reload, features, list, systemd-unit, udev-rule, udev-owner.
 
 Exit status is the contract scripts rely on: 0 done, 2 bad usage (the command line or what
 it names on the host: a SPEC, a missing or too small file), 1 a runtime failure (no driver,
@@ -16,9 +16,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ublk_bindings.errors import LiburingUnavailable
+from ublk_bindings.ctrl import Control
+from ublk_bindings.errors import LiburingUnavailable, errno_name
 
-from . import daemon, faults, reload, unitfile
+from . import daemon, faults, reload, udev, unitfile
 from .adopt import DEFAULT_DEADLINE_S, AdoptError
 from .backing import DEFAULT_MEMORY_DIR
 from .handover import parse_duration
@@ -177,7 +178,34 @@ def build_parser() -> argparse.ArgumentParser:
     unit.add_argument("--example-config", action="store_true",
                       help="print an example of the instance configuration instead "
                       "(/etc/ublk-gadget/INSTANCE.conf)")
+    sub.add_parser(
+        "udev-rule", help="print the udev rule that lets users without root serve devices",
+        description="Print 70-ublk-gadget.rules with its PROGRAM= naming this installation: "
+        "ublk-gadget udev-rule > /etc/udev/rules.d/70-ublk-gadget.rules (see README, "
+        "\"Running without root\")")
+    owner = sub.add_parser(
+        "udev-owner", help="print the owner uid and gid of an unprivileged device (for udev)",
+        description="Print 'UID GID' that ADD_DEV recorded for the device of NODE (GET_DEV_INFO2), "
+        "what the udev rule's OWNER= and GROUP= take; exit 1 for a privileged device, whose "
+        "nodes stay root's.")
+    owner.add_argument("node", metavar="NODE", help="ublkcN or ublkbN (udev's %%k)")
     return parser
+
+
+def udev_owner(node: str) -> int:
+    """``ublk-gadget udev-owner``: one line for the rule's PROGRAM=, or exit 1."""
+    try:
+        udev.dev_id_of(node)
+    except ValueError as e:
+        raise daemon.UsageError(str(e)) from None
+    try:
+        with Control() as ctrl:
+            uid, gid = udev.owner(ctrl, node)
+    except udev.NotUnprivileged as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(uid, gid)
+    return 0
 
 
 def explain(e: BaseException) -> str:
@@ -186,8 +214,13 @@ def explain(e: BaseException) -> str:
         return f"ublk_drv is not loaded: {daemon.CONTROL_PATH} does not exist (modprobe ublk_drv)"
     if isinstance(e, LiburingUnavailable):
         return f"liburing-ffi missing: {e}"
+    if (isinstance(e, PermissionError) and e.filename == daemon.CONTROL_PATH):
+        return (f"not permitted to open {daemon.CONTROL_PATH} ({errno_name(e.errno or 0)}): without "
+                "root, the udev rule must give it to a group of yours (README, \"Running "
+                "without root\"; ublk-gadget udev-rule)")
     if isinstance(e, OSError) and e.errno in (errno.EPERM, errno.EACCES):
-        return f"not permitted: {e} (creating ublk devices needs CAP_SYS_ADMIN)"
+        return (f"not permitted: {e} (a device is controlled by root, or by the user who added "
+                "it without root, through its /dev/ublkcN)")
     return str(e) or type(e).__name__
 
 
@@ -231,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 sys.stdout.write(unitfile.render(unitfile.text(unitfile.UNIT)))
             return 0
+        if args.command == "udev-rule":
+            sys.stdout.write(udev.render(udev.text()))
+            return 0
+        if args.command == "udev-owner":
+            return udev_owner(args.node)
         if args.command == "features":
             return daemon.print_features(as_json=args.json)
         return daemon.print_devices(as_json=args.json)

@@ -9,6 +9,7 @@ only: queue threads block them, so a signal always interrupts the thread that mu
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,11 +24,13 @@ from ublk_bindings import (
     UBLK_F_QUIESCE,
     UBLK_F_USER_RECOVERY,
     UBLK_F_USER_RECOVERY_REISSUE,
+    ublksrv_ctrl_dev_info,
 )
 from ublk_bindings.buffers import BufferMode
 from ublk_bindings.ctrl import CONTROL_PATH, Control
+from ublk_bindings.errors import UblkError
 
-from . import events, faults, handover, report
+from . import events, faults, handover, privilege, report
 from .adopt import Adoption, watch_owner
 from .backing import DEFAULT_MEMORY_DIR
 from .device import DAEMON_SIGNALS, ServedDevice
@@ -63,27 +66,39 @@ class GadgetError(RuntimeError):
     """Serving failed after setup (a queue thread died): exit status 1."""
 
 
-def device_flags(features: int | None) -> int:
+def device_flags(features: int | None, privileged: bool = True) -> int:
     """The ``UBLK_F_*`` to ask ADD_DEV for, chosen from GET_FEATURES and nothing else.
 
     User recovery (with REISSUE: requests in flight when the server goes are sent again to its
     successor) and QUIESCE are what a live handover needs; a kernel that does not offer them
-    still gets a device, just not one that can be handed over.
+    still gets a device, just not one that can be handed over.  Without CAP_SYS_ADMIN the
+    device must be UBLK_F_UNPRIVILEGED_DEV (privilege.py); recovery is asked for all the same,
+    and the flags ADD_DEV writes back say whether the kernel granted it.
     """
+    unprivileged = privilege.unprivileged_flags(privileged)
     if features is None:  # no GET_FEATURES (Linux < 6.5): ask for nothing optional
-        return 0
+        return unprivileged
     wanted = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | UBLK_F_QUIESCE
-    flags = features & wanted
+    flags = features & wanted | unprivileged
     if not flags & UBLK_F_USER_RECOVERY:
         flags &= ~UBLK_F_USER_RECOVERY_REISSUE
     return flags
 
 
-def buffer_mode_for(spec: DeviceSpec, features: int | None) -> BufferMode:
+def buffer_mode_for(spec: DeviceSpec, features: int | None,
+                    privileged: bool = True) -> BufferMode:
     """The buffer mode ``spec`` asks for; for ``auto``, the fastest this kernel and target
     allow: zero copy where the target needs no data in userspace, else copy (user copy is
-    never faster than copy: kublk measures 0.7x).  UsageError for a mode the kernel lacks."""
+    never faster than copy: kublk measures 0.7x).  UsageError for a mode the kernel lacks,
+    or refuses an unprivileged device (only copy is left to one)."""
     offered = features or 0
+    if not privileged:
+        if spec.buffers == "auto":
+            return BufferMode.COPY
+        refused = privilege.refused_buffer_mode(BufferMode(spec.buffers))
+        if refused:
+            raise UsageError(f"--device {spec}: {refused}")
+        return BufferMode.COPY
     if spec.buffers == "auto":
         if KINDS[spec.target].zero_copy and offered & BufferMode.AUTO_BUF_REG.flags:
             return BufferMode.AUTO_BUF_REG
@@ -246,10 +261,12 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
     stop = _StopRequest()
     devices: list[ServedDevice] = []
     unserved = list(targets)  # a target leaves this list once a device serves it
+    privileged = privilege.has_cap_sys_admin()
     try:
         with _signals_to(stop), Control() as ctrl:
-            flags = device_flags(ctrl.features)
-            modes = [buffer_mode_for(spec, ctrl.features) for spec in specs]  # before any ADD_DEV
+            flags = device_flags(ctrl.features, privileged)
+            modes = [buffer_mode_for(spec, ctrl.features, privileged)  # before any ADD_DEV
+                     for spec in specs]
             try:
                 for spec, target, mode in zip(specs, targets, modes):
                     if stop.is_set():
@@ -258,6 +275,8 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
                                                        flags | mode.flags,
                                                        on_failure=stop.on_failure))
                     unserved.remove(target)
+                    if state_file is not None:
+                        _refuse_unrecoverable(devices[-1])
                 if not stop.is_set() and state_file is not None:
                     write_state(state_file, _state(devices))
             except BaseException:
@@ -270,6 +289,14 @@ def serve(specs: Sequence[DeviceSpec], state_file: str | None = None,
     if stop.failure is not None:
         raise GadgetError(f"serving stopped: {stop.failure}") from stop.failure
     return 0
+
+
+def _refuse_unrecoverable(device: ServedDevice) -> None:
+    """With a state file, a device the kernel will not recover is an error, not a surprise at
+    the first reload: the caller deletes what it created."""
+    if privilege.unrecoverable(device.flags):
+        raise UsageError(f"--state-file: {device.block_device}: {privilege.RECOVERY_REFUSED}; "
+                         "serve it without --state-file, or with CAP_SYS_ADMIN")
 
 
 def adopt(state_file: str, deadline_s: float, standby: bool = False,
@@ -464,14 +491,29 @@ def ublk_device_ids() -> list[int]:
     return sorted(ids)
 
 
+def _dev_info(ctrl: Control, dev_id: int) -> ublksrv_ctrl_dev_info:
+    """GET_DEV_INFO2, which works for unprivileged devices too (they refuse a command without
+    the char device path: EINVAL); else GET_DEV_INFO (Linux < 6.5 has no GET_DEV_INFO2, and
+    a privileged device's node may be missing here), and the first error if both fail."""
+    try:
+        return ctrl.get_dev_info2(dev_id)
+    except UblkError as first:
+        if first.errno == errno.ENODEV:
+            raise
+        try:
+            return ctrl.get_dev_info(dev_id)
+        except UblkError:
+            raise first from None
+
+
 def print_devices(as_json: bool = False) -> int:
     """``ublk-gadget list``."""
     rows = []
     with Control() as ctrl:
         for dev_id in ublk_device_ids():
             try:
-                rows.append(report.device_row(ctrl.get_dev_info(dev_id)))
-            except OSError as e:  # deleted between the listing and the query
+                rows.append(report.device_row(_dev_info(ctrl, dev_id)))
+            except OSError as e:  # deleted between the listing and the query; not ours
                 log.debug("ublkc%d: %s", dev_id, e)
     if as_json:
         print(json.dumps({"devices": rows}))

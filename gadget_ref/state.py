@@ -349,7 +349,11 @@ def refuse_existing(path: str) -> None:
 def adoption_lock(path: str) -> Iterator[None]:
     """Hold ``PATH.lock`` exclusively: two successors never adopt the same state at once."""
     lock_path = f"{path}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except PermissionError as e:  # another user's directory: not ours to adopt
+        raise StateError(f"{lock_path}: cannot take the adoption lock: {e.strerror} (only the "
+                         "user who serves these devices, or root, can adopt them)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

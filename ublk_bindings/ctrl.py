@@ -336,6 +336,13 @@ class Control:
             self._unprivileged.add(dev_id)
         return wire
 
+    def send_dev_path(self, dev_id: int) -> None:
+        """Send ``/dev/ublkcN`` with every later command for ``dev_id``, as an unprivileged
+        device requires (EINVAL without it).  :meth:`add_dev` and :meth:`get_dev_info2` learn
+        this themselves; this is for a device known to be unprivileged whose GET_DEV_INFO2
+        the caller may not run (the kernel answers EACCES to a user who cannot open it)."""
+        self._unprivileged.add(dev_id)
+
     def get_queue_affinity(self, dev_id: int, q_id: int) -> frozenset[int]:
         """The CPUs whose I/O is mapped to queue ``q_id``."""
         mask = (ctypes.c_uint64 * (_AFFINITY_BYTES // 8))()

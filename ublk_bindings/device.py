@@ -20,6 +20,7 @@ from .errors import UblkError
 from .buffers import BUFFER_MODE_FLAGS
 from .queue import Queue, Served
 from .ublk_cmd import (
+    UBLK_F_UNPRIVILEGED_DEV,
     UBLK_F_USER_RECOVERY,
     UBLK_S_DEV_QUIESCED,
     UblkF,
@@ -130,14 +131,27 @@ class Device:
             self._ready[q_id].set()
 
     def _open_char_dev(self, deadline: float) -> int:
+        """Open /dev/ublkcN, waiting until ``deadline`` for udev: devtmpfs creates the node at
+        once (root's, mode 0600), and only udev's rule hands an unprivileged device's node to
+        its owner, a moment later."""
+        assert self.info is not None
         path = char_dev_path(self.dev_id)
-        while True:  # devtmpfs creates the node at once; udev may still be at work on it
+        unprivileged = bool(self.info.flags & UBLK_F_UNPRIVILEGED_DEV)
+        while True:
             try:
                 return os.open(path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.01)
+            except PermissionError as e:
+                if not unprivileged:
+                    raise
+                if time.monotonic() > deadline:
+                    raise PermissionError(
+                        e.errno, f"{e.strerror}: no udev rule gave this unprivileged device's node "
+                        "to its owner (owner_uid/owner_gid of GET_DEV_INFO2)",
+                        path) from None
+            time.sleep(0.01)
 
     def _start_queues(self, deadline: float | None = None) -> None:
         """Open the char device, start one thread per queue, wait until all have fetched;
@@ -203,19 +217,41 @@ class Device:
         """
         asked = info.flags & BUFFER_MODE_FLAGS
         self.info = self.ctrl.add_dev(info)
+        deadline = time.monotonic() + self.ready_timeout
         try:
             dropped = asked & ~self.info.flags
             if dropped:
                 names = ", ".join(f"UBLK_F_{m.name}" for m in UblkF if m & dropped)
                 raise UblkError(errno.EOPNOTSUPP,
                                 f"ADD_DEV (this kernel has no {names}: it dropped it)")
+            self._wait_for_node(deadline)
             self.ctrl.set_params(self.dev_id, params)
-            self._start_queues()
+            self._start_queues(deadline)
             self.ctrl.start_dev(self.dev_id, abort_if=self._queue_failed)
-        except BaseException:
-            self.stop(raise_errors=False)
+        except BaseException as e:
+            try:
+                self.stop(raise_errors=False)
+            except Exception as cleanup:  # keep the cause; say what is left behind
+                add_note = getattr(e, "add_note", None)  # Python 3.11+
+                if add_note is not None:
+                    add_note(f"and removing device {self.dev_id} failed: {cleanup}")
             raise
         return self
+
+    def _wait_for_node(self, deadline: float) -> None:
+        """Wait until udev has given an unprivileged device's /dev/ublkcN to us: the kernel
+        checks every command after ADD_DEV against our access to that node (EACCES)."""
+        assert self.info is not None
+        if not self.info.flags & UBLK_F_UNPRIVILEGED_DEV:
+            return
+        path = char_dev_path(self.dev_id)
+        while not os.access(path, os.R_OK | os.W_OK, effective_ids=True):
+            if time.monotonic() > deadline:
+                raise PermissionError(
+                    errno.EACCES, f"{os.strerror(errno.EACCES)}: no udev rule gave this "
+                    "unprivileged device's node to its owner (owner_uid/owner_gid of "
+                    "GET_DEV_INFO2) within the ready timeout", path)
+            time.sleep(0.01)
 
     def adopt(self, dev_id: int) -> Device:
         """Serve a device whose server is gone (``UBLK_F_USER_RECOVERY``); returns self.
