@@ -7,6 +7,7 @@ test: the VM must never pass by skipping.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,18 @@ def _close_own_fds(path: str) -> None:
                 os.close(int(fd.name))
         except OSError:
             pass
+
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """Orphans come to this process, as to a service manager: a reload's successor, an old
+    owner (tests of the systemd service, on the host and in the VM)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)

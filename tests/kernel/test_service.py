@@ -19,7 +19,6 @@ and memory files removed).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import shlex
@@ -46,7 +45,6 @@ MiB = 1 << 20
 SIZE = 64 * MiB
 INSTANCE = "disk0"
 TIMEOUT = 120.0
-PR_SET_CHILD_SUBREAPER = 36
 
 
 def unit_commands() -> dict[str, str]:
@@ -183,17 +181,6 @@ class Manager:
             proc.wait()
         self.listener.close()
         self.journal.close()
-
-
-@pytest.fixture
-def subreaper() -> Iterator[None]:
-    """Orphans come to us, as to the service manager: a reload's successor, an old owner."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    try:
-        yield
-    finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ that "adopted by the service manager" is something the tests can see.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
@@ -23,7 +22,6 @@ from ublk_gadget.notify import Listener, Notifier
 from ublk_gadget.reload import start_detached, successor_argv
 from ublk_gadget.supervisor import Supervisor
 
-PR_SET_CHILD_SUBREAPER = 36
 
 # A successor that says hello on stdout, writes its ready line to the fd it was given, then
 # serves (sleeps) until killed.
@@ -35,16 +33,6 @@ SERVES = (
     "time.sleep(600)\n"
 )
 FAILS = "import sys; print('successor: cannot adopt', file=sys.stderr); sys.exit(3)\n"
-
-
-@pytest.fixture
-def subreaper() -> Iterator[None]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    try:
-        yield
-    finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def field(pid: int, name: str) -> str:
