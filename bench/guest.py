@@ -42,6 +42,7 @@ PEER_ORDER = (
     "null_blk", "loop", "kublk-null", "kublk-loop", "gadget-null", "gadget-mem", "gadget-file",
     "kublk-null-autozc", "gadget-null-autozc", "kublk-loop-autozc", "gadget-file-autozc",
     "kublk-loop-z", "gadget-file-zc", "kublk-null-u", "gadget-null-usercopy",
+    "kublk-null-b", "gadget-null-batch",
 )  # fmt: skip
 #: The workloads the rows in another mode than copy run by default (--mode-workloads): what the
 #: buffer-mode goals judge, at a third of the run time of all six.

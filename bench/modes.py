@@ -1,15 +1,16 @@
 """Buffer modes: where a request's data lives, and which kublk peer serves in the same mode.
 
 A gadget device is told its mode with the SPEC key ``buffers=`` (``copy``, ``user-copy``,
-``zero-copy``, ``auto-zc``; without it, ``auto`` picks zero copy where the kernel and target
-allow); kublk takes it as an option of ``kublk add`` (none, ``-u``, ``-z``, ``--auto_zc``).
-Every peer of ours states its mode, so a gadget row is always divided by the kublk row of the
-same mode: copy against copy, zero copy against zero copy.  kublk's ``-b`` (batch) has no
-gadget counterpart and is not measured.
+``zero-copy``, ``auto-zc``, ``batch``; without it, ``auto`` picks zero copy where the kernel
+and target allow); kublk takes it as an option of ``kublk add`` (none, ``-u``, ``-z``,
+``--auto_zc``, ``-b``).  Every peer of ours states its mode, so a gadget row is always
+divided by the kublk row of the same mode: copy against copy, zero copy against zero copy,
+batch (copy-mode data, UBLK_F_BATCH_IO commands) against kublk ``-b``.
 
 Peer names: the copy rows keep their old names (``gadget-null``, ``kublk-loop``); the other
 modes add a suffix (``gadget-null-autozc``, ``gadget-file-zc``, ``gadget-null-usercopy``,
-``kublk-null-autozc``, ``kublk-loop-z``, ``kublk-null-u``).
+``gadget-null-batch``, ``kublk-null-autozc``, ``kublk-loop-z``, ``kublk-null-u``,
+``kublk-null-b``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COPY, USER_COPY, ZERO_COPY, AUTO_ZC = "copy", "user-copy", "zero-copy", "auto-zc"
+BATCH = "batch"
 #: The modes both servers have, in the order tables list them.
-MODES = (COPY, USER_COPY, ZERO_COPY, AUTO_ZC)
+MODES = (COPY, USER_COPY, ZERO_COPY, AUTO_ZC, BATCH)
 #: ``kublk add`` options of each mode (before the backing file).
 KUBLK_OPTIONS: dict[str, tuple[str, ...]] = {COPY: (), USER_COPY: ("-u",), ZERO_COPY: ("-z",),
-                                             AUTO_ZC: ("--auto_zc",)}
-KUBLK_SUFFIX = {COPY: "", USER_COPY: "-u", ZERO_COPY: "-z", AUTO_ZC: "-autozc"}
-GADGET_SUFFIX = {COPY: "", USER_COPY: "-usercopy", ZERO_COPY: "-zc", AUTO_ZC: "-autozc"}
+                                             AUTO_ZC: ("--auto_zc",), BATCH: ("-b",)}
+KUBLK_SUFFIX = {COPY: "", USER_COPY: "-u", ZERO_COPY: "-z", AUTO_ZC: "-autozc", BATCH: "-b"}
+GADGET_SUFFIX = {COPY: "", USER_COPY: "-usercopy", ZERO_COPY: "-zc", AUTO_ZC: "-autozc",
+                 BATCH: "-batch"}
 #: The kublk target doing the same job as each gadget target.
 KUBLK_TARGET = {"null": "null", "mem": "null", "file": "loop"}
 
@@ -57,12 +60,14 @@ class Pair:
         return kublk_name(self.kublk_target, self.mode)
 
 
-#: The main (tmpfs) table's pairs: every copy row as before, then zero copy, then user copy.
+#: The main (tmpfs) table's pairs: every copy row as before, then zero copy, then user copy,
+#: then batch.
 MAIN_PAIRS = (
     Pair("null", COPY), Pair("mem", COPY), Pair("file", COPY),
     Pair("null", AUTO_ZC), Pair("file", AUTO_ZC),
     Pair("file", ZERO_COPY),
     Pair("null", USER_COPY),
+    Pair("null", BATCH),
 )  # fmt: skip
 #: The disk table's: the file servers in copy and zero-copy mode.
 DISK_PAIRS = (Pair("file", COPY), Pair("file", AUTO_ZC))

@@ -52,7 +52,8 @@ KEY_HELP = {
                    f"logical block size, 512 or 4096          (default {DEFAULT_BLOCK_SIZE})"),
     "read_only": ("read_only=1", "a read-only device"),
     "buffers": ("buffers=M", "auto (the fastest the kernel and target allow), copy, "
-                "user-copy, zero-copy, auto-zc (zero copy: the data never enters the process)"),
+                "user-copy, zero-copy, auto-zc (zero copy: the data never enters the process), "
+                "batch (copy, with batch commands: Linux 7.0+)"),
 }
 
 

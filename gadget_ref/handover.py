@@ -17,6 +17,13 @@ successor, the requests it had handed to us that we never committed (because the
 UBLK_F_USER_RECOVERY_REISSUE; without it they would fail with EIO) and those still on their
 way to us (UBLK_F_USER_RECOVERY alone does that): slower, as they run again, but nothing is
 lost.
+
+A batch device (UBLK_F_BATCH_IO) is always handed over by drain-and-release: the 7.x
+driver's QUIESCE_DEV cancels a batch queue's fetch with ``ublk_batch_cancel_queue``, which
+sets the queue's ``force_abort``, and until a successor prepares the queue again every
+request that reaches it (new ones, and those the release requeues and kicks) fails with
+EIO (``ublk_prep_req``).  A server that exits with its queues open takes the cancel path of
+its ring instead, which leaves ``force_abort`` alone and requeues everything.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn, Protocol
 
-from ublk_bindings import UBLK_F_QUIESCE
+from ublk_bindings import UBLK_F_BATCH_IO, UBLK_F_QUIESCE
 from ublk_bindings.errors import UblkError
 
 from . import events, faults
@@ -141,6 +148,11 @@ def hand_over(
         if not dev.flags & UBLK_F_QUIESCE:
             log.info("device %d: no UBLK_F_QUIESCE on this kernel: handing over by "
                      "drain-and-release", dev.dev_id)
+            left.append(dev)
+            continue
+        if dev.flags & UBLK_F_BATCH_IO:
+            log.info("device %d: a batch device (QUIESCE_DEV would fail its I/O until the "
+                     "successor is ready): handing over by drain-and-release", dev.dev_id)
             left.append(dev)
             continue
         try:

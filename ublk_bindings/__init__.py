@@ -20,6 +20,7 @@ from .ublk_cmd import *  # noqa: F401,F403  (the generated UAPI names, by contra
 if TYPE_CHECKING:
     from .ctrl import Control, block_dev_path, char_dev_path
     from .errors import LiburingUnavailable, UblkError, UblkTimeout
+    from .batch import BatchQueue
     from .device import Device
     from .queue import Handler, Queue, SyncHandler, TargetOps
     from .ring import Ring
@@ -29,11 +30,11 @@ _LAZY = {
     "Control": "ctrl", "block_dev_path": "ctrl", "char_dev_path": "ctrl",
     "LiburingUnavailable": "errors", "UblkError": "errors", "UblkTimeout": "errors",
     "Device": "device", "Handler": "queue", "Queue": "queue", "SyncHandler": "queue",
-    "TargetOps": "queue",
+    "TargetOps": "queue", "BatchQueue": "batch",
     "Ring": "ring",
 }
-_SUBMODULES = frozenset({"aio", "ctrl", "device", "errors", "io", "io_uring", "liburing",
-                         "prep", "queue", "ring", "user_data"})
+_SUBMODULES = frozenset({"aio", "batch", "buf_ring", "buffers", "ctrl", "device", "errors",
+                         "io", "io_uring", "liburing", "prep", "queue", "ring", "user_data"})
 
 __all__ = [*_ublk_cmd.__all__, *_LAZY]
 

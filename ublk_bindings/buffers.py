@@ -15,6 +15,11 @@
   or COMMIT named (``sqe->addr``, :func:`auto_buf_reg_addr`), and unregisters them at COMMIT.
   The target reads and writes them with fixed-buffer SQEs (``buf_index``), so the data never
   enters the process: there is no buffer to touch.
+* ``batch`` (``UBLK_F_BATCH_IO``, 7.0+): the data as in copy mode (the driver copies to and
+  from a buffer of ours per tag), but the commands are per queue, not per tag: one
+  PREP_IO_CMDS arms every tag, one multishot FETCH_IO_CMDS hands over ready tags in batches,
+  and one COMMIT_IO_CMDS completes a whole batch (:mod:`ublk_bindings.batch`).  Batch with
+  user copy or zero copy is not served.
 
 The driver leaves a flag it does not know out of what ADD_DEV writes back (Linux 6.12 drops
 zero copy silently), so a mode is always taken from the flags the device *has*.
@@ -46,6 +51,7 @@ class BufferMode(enum.Enum):
     USER_COPY = "user-copy"
     ZERO_COPY = "zero-copy"
     AUTO_BUF_REG = "auto-zc"
+    BATCH = "batch"
 
     @property
     def flags(self) -> int:
@@ -60,7 +66,7 @@ class BufferMode(enum.Enum):
 
 _FLAGS = {BufferMode.COPY: 0, BufferMode.USER_COPY: UBLK_F_USER_COPY,
           BufferMode.ZERO_COPY: UBLK_F_SUPPORT_ZERO_COPY,
-          BufferMode.AUTO_BUF_REG: UBLK_F_AUTO_BUF_REG}
+          BufferMode.AUTO_BUF_REG: UBLK_F_AUTO_BUF_REG, BufferMode.BATCH: UBLK_F_BATCH_IO}
 
 BUFFER_MODE_FLAGS = (UBLK_F_USER_COPY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG
                      | UBLK_F_BATCH_IO)
@@ -74,7 +80,11 @@ def buffer_mode(flags: int) -> BufferMode:
     """The mode a device with ``flags`` (as the driver has them) is served in; ValueError for
     modes this engine does not serve."""
     if flags & UBLK_F_BATCH_IO:
-        raise ValueError("UBLK_F_BATCH_IO devices are not served (batch commands)")
+        other = flags & (UBLK_F_USER_COPY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG)
+        if other:
+            raise ValueError("UBLK_F_BATCH_IO is served with copy-mode data only, not with "
+                             f"flags {other:#x} (user copy, zero copy)")
+        return BufferMode.BATCH
     if flags & UBLK_F_AUTO_BUF_REG:
         return BufferMode.AUTO_BUF_REG
     if flags & UBLK_F_SUPPORT_ZERO_COPY:

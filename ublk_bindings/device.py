@@ -17,7 +17,8 @@ from types import TracebackType
 
 from .ctrl import Control, block_dev_path, char_dev_path
 from .errors import UblkError
-from .buffers import BUFFER_MODE_FLAGS
+from .batch import BatchQueue
+from .buffers import BUFFER_MODE_FLAGS, BufferMode, buffer_mode
 from .queue import Queue, Served
 from .ublk_cmd import (
     UBLK_F_UNPRIVILEGED_DEV,
@@ -28,7 +29,7 @@ from .ublk_cmd import (
     ublksrv_ctrl_dev_info,
 )
 
-__all__ = ["Device", "ADOPT_STEPS", "STEP_BEFORE_START", "STEP_RESUMED", "STEP_AFTER_START",
+__all__ = ["Device", "queue_class", "ADOPT_STEPS", "STEP_BEFORE_START", "STEP_RESUMED", "STEP_AFTER_START",
            "STEP_QUEUE_FETCHED", "STEP_BEFORE_END"]
 
 _ENOTSUPP = 524  # the kernel-internal errno some drivers leak for "no such command"
@@ -42,6 +43,12 @@ STEP_BEFORE_END = "before END_USER_RECOVERY"
 STEP_RESUMED = "START_USER_RECOVERY refused (EINVAL): resuming the recovery an earlier server began"
 ADOPT_STEPS = (STEP_BEFORE_START, STEP_RESUMED, STEP_AFTER_START, STEP_QUEUE_FETCHED,
                STEP_BEFORE_END)
+
+
+def queue_class(flags: int) -> type[Queue]:
+    """The engine that serves a device with ``flags``: per-tag commands, or batch commands
+    (``UBLK_F_BATCH_IO``, whose driver refuses the per-tag ones)."""
+    return BatchQueue if buffer_mode(flags) is BufferMode.BATCH else Queue
 
 
 class Device:
@@ -113,8 +120,8 @@ class Device:
 
         try:
             assert self.info is not None
-            with Queue(self._fd, self.info, q_id, self.targets(q_id),
-                       on_error=target_error) as q:
+            with queue_class(self.info.flags)(self._fd, self.info, q_id, self.targets(q_id),
+                                              on_error=target_error) as q:
                 self.queues[q_id] = q
                 q.fetch()
                 self._step(STEP_QUEUE_FETCHED)

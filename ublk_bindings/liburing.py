@@ -77,6 +77,10 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "io_uring_register_buffers_sparse": (ctypes.c_int, [_c_ring, ctypes.c_uint], True),
     # int io_uring_unregister_buffers(struct io_uring *)
     "io_uring_unregister_buffers": (ctypes.c_int, [_c_ring], True),
+    # int io_uring_register_buf_ring(struct io_uring *, struct io_uring_buf_reg *, unsigned flags)
+    "io_uring_register_buf_ring": (ctypes.c_int, [_c_ring, _c_ptr, ctypes.c_uint], True),
+    # int io_uring_unregister_buf_ring(struct io_uring *, int bgid)
+    "io_uring_unregister_buf_ring": (ctypes.c_int, [_c_ring, ctypes.c_int], True),
     # int io_uring_major_version(void), int io_uring_minor_version(void)
     "io_uring_major_version": (ctypes.c_int, [], False),
     "io_uring_minor_version": (ctypes.c_int, [], False),
@@ -98,6 +102,8 @@ class Liburing:
     io_uring_cq_advance: Callable[..., None]
     io_uring_register_buffers_sparse: Callable[..., int]
     io_uring_unregister_buffers: Callable[..., int]
+    io_uring_register_buf_ring: Callable[..., int]
+    io_uring_unregister_buf_ring: Callable[..., int]
 
     def __init__(self, path: str) -> None:
         self.path = path

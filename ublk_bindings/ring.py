@@ -39,6 +39,7 @@ from .io_uring import (
     IORING_SETUP_DEFER_TASKRUN,
     IORING_SETUP_CQSIZE,
     IORING_SETUP_SQE128,
+    io_uring_buf_reg,
     io_uring_cqe,
     io_uring_params,
     io_uring_sqe,
@@ -356,6 +357,20 @@ class Ring:
         self._check_open()
         check(self._lib.io_uring_register_buffers_sparse(self._ring, nr),
               f"io_uring_register_buffers_sparse({nr})")
+
+    def register_buf_ring(self, ring_addr: int, entries: int, bgid: int) -> None:
+        """Register the provided-buffer ring at ``ring_addr`` (``entries`` ``io_uring_buf``,
+        a power of two, page-aligned memory the caller keeps alive) as buffer group
+        ``bgid``: what an ``IOSQE_BUFFER_SELECT`` SQE with ``buf_group=bgid`` picks from."""
+        self._check_open()
+        reg = io_uring_buf_reg(ring_addr=ring_addr, ring_entries=entries, bgid=bgid)
+        check(self._lib.io_uring_register_buf_ring(self._ring, ctypes.byref(reg), 0),
+              f"io_uring_register_buf_ring(entries={entries}, bgid={bgid})")
+
+    def unregister_buf_ring(self, bgid: int) -> None:
+        self._check_open()
+        check(self._lib.io_uring_unregister_buf_ring(self._ring, bgid),
+              f"io_uring_unregister_buf_ring(bgid={bgid})")
 
     def hold(self, user_data: int, *buffers: object) -> None:
         """Keep ``buffers`` alive until the completion carrying ``user_data`` is reaped."""

@@ -12,18 +12,27 @@ completions come back mixed; this encoding says which is which::
 
 A ublk command's ``user_data`` is its bare tag, so the hot path tells it from everything
 else with one comparison (``user_data < TARGET_IO``).
+
+A batch queue (``UBLK_F_BATCH_IO``) has no per-tag commands; its per-queue commands keep
+``user_data < TARGET_IO`` with the command in the sub-index (``BATCH_FETCH``,
+``BATCH_COMMIT``, ``BATCH_PREP``) and, for a commit, the element array's number in the tag
+bits (:func:`batch_cmd`).
 """
 
 from __future__ import annotations
 
 __all__ = ["TAG_MASK", "SUB_SHIFT", "SUB_MASK", "TARGET_IO", "WAKE", "ublk_cmd", "target_io",
-           "is_target_io", "tag_of", "sub_of"]
+           "is_target_io", "tag_of", "sub_of", "BATCH_FETCH", "BATCH_COMMIT", "BATCH_PREP",
+           "batch_cmd"]
 
 TAG_MASK = 0xFFFF
 SUB_SHIFT = 16
 SUB_MASK = 0xFFFF
 TARGET_IO = 1 << 32
 WAKE = 1 << 33
+BATCH_FETCH = 1
+BATCH_COMMIT = 2
+BATCH_PREP = 3
 
 
 def ublk_cmd(tag: int) -> int:
@@ -48,3 +57,9 @@ def tag_of(user_data: int) -> int:
 
 def sub_of(user_data: int) -> int:
     return user_data >> SUB_SHIFT & SUB_MASK
+
+
+def batch_cmd(kind: int, index: int = 0) -> int:
+    """The ``user_data`` of a batch queue's command ``kind`` (``BATCH_*``); ``index``: which
+    element array a commit carries."""
+    return kind << SUB_SHIFT | index

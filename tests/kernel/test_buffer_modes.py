@@ -5,8 +5,10 @@ refused clearly where the kernel lacks it.
 (UBLK_F_USER_COPY, Linux 6.5+): the gadget copies with pread/pwrite on /dev/ublkcN.
 ``auto-zc`` (UBLK_F_AUTO_BUF_REG, 6.16+): the driver registers each request's pages in the
 queue ring's buffer table and the file target reads and writes them with fixed-buffer SQEs;
-the data never enters the process.  Linux 7.2 has all three; 6.12 has copy and user copy,
-and must refuse auto-zc before any device exists.
+the data never enters the process.  ``batch`` (UBLK_F_BATCH_IO, 7.0+): copy-mode data, but
+the tags travel in per-queue batch commands (PREP/FETCH/COMMIT_IO_CMDS, the batch engine).
+Linux 7.2 has them all; 6.12 has copy and user copy, and must refuse zero copy, auto-zc and
+batch before any device exists.
 """
 
 from __future__ import annotations
@@ -41,17 +43,23 @@ from test_handover import (
 )
 
 from ublk_bindings.ctrl import Control
-from ublk_bindings.ublk_cmd import UBLK_F_AUTO_BUF_REG, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY
+from ublk_bindings.ublk_cmd import (
+    UBLK_F_AUTO_BUF_REG,
+    UBLK_F_BATCH_IO,
+    UBLK_F_SUPPORT_ZERO_COPY,
+    UBLK_F_USER_COPY,
+)
 
 pytestmark = pytest.mark.ublk
 
 __all__ = ["no_gadget_left_running", "state_file"]  # fixtures, used by name
 
 MiB = 1 << 20
-MODES = ("copy", "user-copy", "zero-copy", "auto-zc")
+MODES = ("copy", "user-copy", "zero-copy", "auto-zc", "batch")
 _FLAG = {"copy": 0, "user-copy": UBLK_F_USER_COPY, "zero-copy": UBLK_F_SUPPORT_ZERO_COPY,
-         "auto-zc": UBLK_F_AUTO_BUF_REG}
-SINCE = {"copy": (0, 0), "user-copy": (6, 5), "zero-copy": (6, 15), "auto-zc": (6, 16)}
+         "auto-zc": UBLK_F_AUTO_BUF_REG, "batch": UBLK_F_BATCH_IO}
+SINCE = {"copy": (0, 0), "user-copy": (6, 5), "zero-copy": (6, 15), "auto-zc": (6, 16),
+         "batch": (7, 0)}
 
 
 def kernel_has(mode: str) -> bool:
@@ -66,7 +74,7 @@ def assert_refused(mode: str, target: str = "null,size=8M") -> None:
                           timeout=120)
     assert done.returncode == 2, done.stderr
     flag = {"user-copy": "UBLK_F_USER_COPY", "zero-copy": "UBLK_F_SUPPORT_ZERO_COPY",
-            "auto-zc": "UBLK_F_AUTO_BUF_REG"}[mode]
+            "auto-zc": "UBLK_F_AUTO_BUF_REG", "batch": "UBLK_F_BATCH_IO"}[mode]
     assert f"buffers={mode} needs {flag}, which this kernel does not offer" in done.stderr
     assert done.stdout == ""
     assert not list(Path("/dev").glob("ublk[bc]*"))
@@ -92,7 +100,7 @@ def test_fio_verify_on_a_file_in_each_mode(tmp_path: Path, mode: str, bs: str) -
         assert_verified(fio_verify(g.dev(), size=16 * MiB, bs=bs, iodepth=32, jobs=2), 16 * MiB)
 
 
-@pytest.mark.parametrize("mode", ["copy", "user-copy"])
+@pytest.mark.parametrize("mode", ["copy", "user-copy", "batch"])
 def test_fio_verify_on_mem_in_the_modes_that_keep_its_data(mode: str) -> None:
     if not served_here(mode):
         return
@@ -172,3 +180,28 @@ def test_a_handover_and_a_crash_keep_the_mode_and_lose_nothing(
         fio.kill()
     finish(owner, state_file)
     assert io_errors(dmesg, devs) == []
+
+
+@pytest.mark.parametrize("bs", ["4k", "128k"])
+def test_batch_serves_reads_and_writes_on_null_and_mem_with_four_queues(bs: str) -> None:
+    """The batch engine's own shapes: several queues, a depth past one fetch buffer's 128
+    tags, the synchronous mem handler and the null target."""
+    if not served_here("batch"):
+        return
+    with Gadget("mem,size=64M,queues=2,depth=160,buffers=batch",
+                "null,size=64M,queues=2,depth=160,buffers=batch") as g:
+        assert [d["buffers"] for d in g.devices] == ["batch", "batch"]
+        mem, null = g.all_devs()
+        assert_verified(fio_verify(mem, size=32 * MiB, bs=bs, iodepth=128, jobs=2), 32 * MiB)
+        run("fio", "--name=rw", f"--filename={null}", "--ioengine=io_uring", "--direct=1",
+            "--rw=randrw", f"--bs={bs}", "--iodepth=128", "--numjobs=2", "--size=32M",
+            "--io_size=64M", "--group_reporting")
+
+
+def test_batch_is_refused_where_the_kernel_lacks_it() -> None:
+    """Where UBLK_F_BATCH_IO is missing (6.12) the refusal names it; on 7.x it is offered."""
+    if kernel_has("batch"):
+        assert int(os.uname().release.split(".")[0]) >= 7
+        return
+    for target in ("null,size=8M", "mem,size=8M"):
+        assert_refused("batch", target)

@@ -90,7 +90,9 @@ def io_errors(before: list[str], devs: list[str]) -> list[str]:
 
 
 def quiesce_supported(g: Gadget) -> bool:
-    return "UBLK_F_QUIESCE" in g.devices[0]["flags"]
+    """Whether the owner hands over by QUIESCE_DEV (not for a batch device: gadget_ref.handover)."""
+    flags = g.devices[0]["flags"]
+    return "UBLK_F_QUIESCE" in flags and "UBLK_F_BATCH_IO" not in flags
 
 
 @pytest.fixture

@@ -27,10 +27,10 @@ G = peers.Geometry(256 << 20, 1, 64, "/tmp/bench-backing.img")
 def test_peer_names_carry_the_mode_and_copy_keeps_the_old_names() -> None:
     assert [p.gadget for p in modes.MAIN_PAIRS] == [
         "gadget-null", "gadget-mem", "gadget-file", "gadget-null-autozc", "gadget-file-autozc",
-        "gadget-file-zc", "gadget-null-usercopy"]  # fmt: skip
+        "gadget-file-zc", "gadget-null-usercopy", "gadget-null-batch"]  # fmt: skip
     assert [p.kublk for p in modes.MAIN_PAIRS] == [
         "kublk-null", "kublk-null", "kublk-loop", "kublk-null-autozc", "kublk-loop-autozc",
-        "kublk-loop-z", "kublk-null-u"]  # fmt: skip
+        "kublk-loop-z", "kublk-null-u", "kublk-null-b"]  # fmt: skip
     assert [(p.gadget, p.kublk) for p in modes.DISK_PAIRS] == [
         ("gadget-file", "kublk-loop"), ("gadget-file-autozc", "kublk-loop-autozc")]  # fmt: skip
 
@@ -40,6 +40,7 @@ def test_each_gadget_is_paired_with_kublk_in_its_own_mode() -> None:
         "gadget-null": "kublk-null", "gadget-mem": "kublk-null", "gadget-file": "kublk-loop",
         "gadget-null-autozc": "kublk-null-autozc", "gadget-file-autozc": "kublk-loop-autozc",
         "gadget-file-zc": "kublk-loop-z", "gadget-null-usercopy": "kublk-null-u",
+        "gadget-null-batch": "kublk-null-b",
     }  # fmt: skip
     for p in modes.MAIN_PAIRS:
         assert modes.mode_of(p.gadget) == modes.mode_of(p.kublk) == p.mode
@@ -53,7 +54,8 @@ def test_mode_and_base_name_of_a_peer() -> None:
     assert modes.base_name("disk", modes.DISK_PAIRS) == "disk"
     assert modes.not_copy(modes.MAIN_PAIRS) == [
         "kublk-null-autozc", "gadget-null-autozc", "kublk-loop-autozc", "gadget-file-autozc",
-        "kublk-loop-z", "gadget-file-zc", "kublk-null-u", "gadget-null-usercopy"]  # fmt: skip
+        "kublk-loop-z", "gadget-file-zc", "kublk-null-u", "gadget-null-usercopy", "kublk-null-b",
+        "gadget-null-batch"]  # fmt: skip
 
 
 def test_the_main_table_has_every_pair_and_knows_how_to_make_each_peer() -> None:
@@ -77,12 +79,12 @@ def test_every_gadget_spec_states_its_mode_and_the_gadget_accepts_it(pair: modes
 
 def test_kublk_options_match_the_gadget_modes() -> None:
     assert modes.KUBLK_OPTIONS == {"copy": (), "user-copy": ("-u",), "zero-copy": ("-z",),
-                                   "auto-zc": ("--auto_zc",)}
+                                   "auto-zc": ("--auto_zc",), "batch": ("-b",)}
     assert peers.served_mode(0) == "copy"
     assert peers.served_mode(UBLK_F_AUTO_BUF_REG) == "auto-zc"
     assert peers.served_mode(UBLK_F_USER_COPY) == "user-copy"
     assert peers.served_mode(UBLK_F_SUPPORT_ZERO_COPY) == "zero-copy"  # kublk -z
-    assert peers.served_mode(UBLK_F_BATCH_IO) not in modes.MODES  # kublk -b: not paired
+    assert peers.served_mode(UBLK_F_BATCH_IO) == "batch"  # kublk -b: paired with buffers=batch
 
 
 class FakeKublk:
@@ -107,6 +109,7 @@ class FakeKublk:
     ("null", "auto-zc", UBLK_F_AUTO_BUF_REG, ["-t", "null", "-q", "1", "-d", "64", "--auto_zc"]),
     ("null", "user-copy", UBLK_F_USER_COPY, ["-t", "null", "-q", "1", "-d", "64", "-u"]),
     ("loop", "auto-zc", UBLK_F_AUTO_BUF_REG, ["-t", "loop", "-q", "1", "-d", "64", "--auto_zc", G.backing_file]),
+    ("null", "batch", UBLK_F_BATCH_IO, ["-t", "null", "-q", "1", "-d", "64", "-b"]),
 ])  # fmt: skip
 def test_kublk_is_added_with_its_modes_option_and_says_its_mode(
     monkeypatch: pytest.MonkeyPatch, target: str, mode: str, flags: int, args: list[str]
@@ -195,10 +198,11 @@ def test_every_gadget_peer_of_every_table_is_in_copy_or_its_named_mode(monkeypat
     by_log = {g.log.name: g.devices[0] for g in served}
     assert "buffers=copy" in by_log["gadget-null.log"] and "buffers=auto-zc" in by_log["gadget-null-autozc.log"]
     assert "buffers=user-copy" in by_log["gadget-null-usercopy.log"]
+    assert "buffers=batch" in by_log["gadget-null-batch.log"]
     # the shared table's two gadgets (1 and 2 queues) are up at once: each has its own log, in copy mode
     assert "buffers=copy" in by_log["gadget-null-q1.log"] and "buffers=copy" in by_log["gadget-null-q2.log"]
     assert "buffers=zero-copy" in by_log["gadget-file-zc.log"]
-    assert len(served) == 7 + 2 + 2  # main, disk, shared
+    assert len(served) == 8 + 2 + 2  # main, disk, shared
     assert len(by_log) == len(served) - 2  # the disk table's names are the main table's (in their own log dir)
 
 
@@ -250,3 +254,17 @@ def test_measure_runs_each_peer_on_its_own_workloads(monkeypatch: pytest.MonkeyP
     results = m.results()
     assert set(results["b"]) == {"128k-read-qd32"} and len(results["a"]) == len(w)
     assert set(m.peers_json()["b"]["workloads"]) == {"128k-read-qd32"}
+
+
+def test_the_batch_pair_runs_beside_kublk_b_on_the_4k_and_128k_qd32_workloads() -> None:
+    """``make bench`` prints batch beside kublk -b: the pair is in the main table, next to
+    each other in every round, on the mode workloads (4k randread and 128k read, QD32)."""
+    [pair] = [p for p in modes.MAIN_PAIRS if p.mode == modes.BATCH]
+    assert (pair.target, pair.gadget, pair.kublk) == ("null", "gadget-null-batch", "kublk-null-b")
+    assert guest.PEER_ORDER.index(pair.gadget) == guest.PEER_ORDER.index(pair.kublk) + 1
+    assert guest.workloads_of(list(guest.PEER_ORDER), modes.MAIN_PAIRS, guest.MODE_WORKLOADS)[
+        pair.gadget] == ("4k-randread-qd32", "128k-read-qd32")
+    workloads = {w.name: w for w in fio.WORKLOADS}
+    assert {(workloads[n].bs, workloads[n].iodepth) for n in guest.MODE_WORKLOADS} == {
+        (4096, 32), (131072, 32)}
+    assert peers.gadget_spec("null", G, modes.BATCH).startswith("null,queues=1,depth=64,buffers=batch")

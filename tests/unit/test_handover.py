@@ -24,6 +24,7 @@ import pytest
 from test_handover_owner import HUP_REPORTER, Child  # the owner stand-in, shared
 
 from ublk_bindings import (
+    UBLK_F_BATCH_IO,
     UBLK_F_QUIESCE,
     UBLK_F_USER_RECOVERY,
     UBLK_F_USER_RECOVERY_REISSUE,
@@ -178,6 +179,20 @@ def test_without_quiesce_support_the_device_is_left_for_the_exit_and_it_says_so(
     assert journal == []  # not closed by hand: exit_releasing lets go of it
     assert "device 4: no UBLK_F_QUIESCE on this kernel: handing over by drain-and-release" in (
         caplog.text)
+
+
+def test_a_batch_device_is_handed_over_by_drain_and_release_never_quiesced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """QUIESCE_DEV on a batch device sets its queues' force_abort (7.x driver): EIO until the
+    successor is ready.  So it is left for the exit, which requeues everything."""
+    caplog.set_level(logging.INFO)
+    kernel = FakeKernel(Clock())
+    journal: list[str] = []
+    batch = ServedDevice(5, RECOVERY | UBLK_F_QUIESCE | UBLK_F_BATCH_IO, journal=journal)
+    assert hand_over(kernel, [batch]) == [batch]
+    assert kernel.named("QUIESCE_DEV") == [] and journal == []
+    assert "device 5: a batch device" in caplog.text
 
 
 def test_a_quiesce_the_kernel_refuses_falls_back_to_drain_and_release() -> None:
