@@ -190,8 +190,7 @@ class RingRequests:
     def io_done(self, queue: Queue, tag: int, sub: int, res: int, flags: int) -> int | None:
         result = self._io.done(queue, tag, sub, res)
         if result is not None and result < 0:
-            iod = queue.descs[tag]
-            self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors, -result)
+            self._failed(queue, tag, result)
         if self._finished:
             self._complete_finished(queue)
         return result  # the queue commits it (None: more CQEs to come)
@@ -200,8 +199,10 @@ class RingRequests:
         """Commit the requests of other tags that the last call finished."""
         for tag, result in self._finished:
             if result < 0:
-                iod = queue.descs[tag]
-                self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors,
-                                    -result)
+                self._failed(queue, tag, result)
             queue.complete(tag, result)
         self._finished.clear()
+
+    def _failed(self, queue: Queue, tag: int, result: int) -> None:
+        iod = queue.descs[tag]
+        self._errors.failed(ublksrv_get_op(iod), iod.start_sector, iod.nr_sectors, -result)

@@ -7,7 +7,7 @@ wheel, so a pip user in a venv could not have them; the C library is one apt pac
 distribution.  Loaded on first use: a gadget that serves no nbd device never needs it.
 
 Two handles on the library, as for liburing: ``CDLL`` (the GIL released) for what may block
-(a synchronous connect resolves names and waits for the server), ``PyDLL`` (the GIL kept)
+(starting a connection resolves the host's name; closing one), ``PyDLL`` (the GIL kept)
 for the non-blocking ``nbd_aio_*`` calls of the hot path, where handing the GIL to another
 queue thread on every call would cost more than the call.
 """
@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 __all__ = ["SONAME", "NbdError", "Nbd", "Handle", "CMD_FLAG_FUA", "DIRECTION_READ",
-           "DIRECTION_WRITE", "SIZE_MINIMUM", "SIZE_PREFERRED", "SIZE_MAXIMUM"]
+           "DIRECTION_WRITE", "SIZE_MINIMUM", "SIZE_MAXIMUM"]
 
 SONAME = "libnbd.so.0"
 ENV = "UBLK_GADGET_LIBNBD"
@@ -34,8 +34,7 @@ CMD_FLAG_FUA = 0x01
 CMD_FLAG_NO_HOLE = 0x02
 DIRECTION_READ = 1
 DIRECTION_WRITE = 2
-SIZE_MINIMUM, SIZE_PREFERRED, SIZE_MAXIMUM = 0, 1, 2
-SHUTDOWN_ABANDON_PENDING = 0x10000
+SIZE_MINIMUM, SIZE_MAXIMUM = 0, 2
 
 
 class NbdError(OSError):
@@ -62,13 +61,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "nbd_close": (None, [_h], True),
     "nbd_get_error": (ctypes.c_char_p, [], False),
     "nbd_get_errno": (_int, [], False),
-    "nbd_get_version": (ctypes.c_char_p, [_h], False),
     "nbd_set_handle_name": (_int, [_h, ctypes.c_char_p], False),
-    "nbd_set_uri_allow_local_file": (_int, [_h, ctypes.c_bool], False),
     "nbd_set_request_structured_replies": (_int, [_h, ctypes.c_bool], False),
-    "nbd_connect_uri": (_int, [_h, ctypes.c_char_p], True),
     "nbd_aio_connect_uri": (_int, [_h, ctypes.c_char_p], True),  # may resolve a name
-    "nbd_shutdown": (_int, [_h, _u32], True),
     "nbd_get_size": (_i64, [_h], False),
     "nbd_get_block_size": (_i64, [_h, _int], False),
     "nbd_is_read_only": (_int, [_h], False),
@@ -77,7 +72,6 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "nbd_can_trim": (_int, [_h], False),
     "nbd_can_zero": (_int, [_h], False),
     "nbd_can_multi_conn": (_int, [_h], False),
-    "nbd_get_export_name": (ctypes.c_void_p, [_h], False),  # char *, ours to free
     "nbd_aio_pread": (_i64, [_h, ctypes.c_void_p, ctypes.c_size_t, _u64, _Completion, _u32],
                       False),
     "nbd_aio_pwrite": (_i64, [_h, ctypes.c_void_p, ctypes.c_size_t, _u64, _Completion, _u32],
@@ -89,11 +83,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any], bool]] = {
     "nbd_aio_get_direction": (ctypes.c_uint, [_h], False),
     "nbd_aio_notify_read": (_int, [_h], False),
     "nbd_aio_notify_write": (_int, [_h], False),
-    "nbd_aio_is_connecting": (_int, [_h], False),
     "nbd_aio_is_ready": (_int, [_h], False),
     "nbd_aio_is_dead": (_int, [_h], False),
     "nbd_aio_is_closed": (_int, [_h], False),
-    "nbd_aio_in_flight": (_int, [_h], False),
     "nbd_aio_peek_command_completed": (_i64, [_h], False),
     "nbd_aio_command_completed": (_int, [_h, _u64], False),
 }
@@ -126,13 +118,9 @@ class Nbd:
     nbd_close: Any
     nbd_get_error: Any
     nbd_get_errno: Any
-    nbd_get_version: Any
     nbd_set_handle_name: Any
-    nbd_set_uri_allow_local_file: Any
     nbd_set_request_structured_replies: Any
-    nbd_connect_uri: Any
     nbd_aio_connect_uri: Any
-    nbd_shutdown: Any
     nbd_get_size: Any
     nbd_get_block_size: Any
     nbd_is_read_only: Any
@@ -141,7 +129,6 @@ class Nbd:
     nbd_can_trim: Any
     nbd_can_zero: Any
     nbd_can_multi_conn: Any
-    nbd_get_export_name: Any
     nbd_aio_pread: Any
     nbd_aio_pwrite: Any
     nbd_aio_flush: Any
@@ -151,11 +138,9 @@ class Nbd:
     nbd_aio_get_direction: Any
     nbd_aio_notify_read: Any
     nbd_aio_notify_write: Any
-    nbd_aio_is_connecting: Any
     nbd_aio_is_ready: Any
     nbd_aio_is_dead: Any
     nbd_aio_is_closed: Any
-    nbd_aio_in_flight: Any
     nbd_aio_peek_command_completed: Any
     nbd_aio_command_completed: Any
 

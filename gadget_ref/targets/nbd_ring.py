@@ -285,10 +285,9 @@ class NbdRingIO:
         except OSError as e:
             size, self._reason = -1, str(e)
         if size < self.target.size:
-            reason = OSError(errno.EIO, f"the export is {size} bytes now, the device "
-                                        f"{self.target.size}" if size >= 0 else self._reason)
+            if size >= 0:
+                self._reason = f"the export is {size} bytes now, the device {self.target.size}"
             self._drop()
-            self._reason = str(reason)
             self._set_timer(queue)
             return
         assert self._lost_at is not None
